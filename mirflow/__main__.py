@@ -1,0 +1,5 @@
+import sys
+
+from mirflow.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,241 @@
+"""On-disk layout of a catalog, atomic part writes, and the manifest.
+
+::
+
+    CATALOG/
+      manifest.json                  schema versions, pipeline, run history
+      tracks/ab/<track_id>.parquet   one part per track (written last: the commit marker)
+      beats/ab/<track_id>.parquet    long tables, one part per track
+      embeddings/<model>/ab/<track_id>.parquet   tables with `partition_by` in their schema
+      files/cd/<path_key>.parquet    one part per input path
+      errors/cd/<path_key>.parquet   one part per failed input path
+
+Every part has a deterministic name, so a re-executed task overwrites its
+own parts instead of adding rows: a track is in the catalog exactly once
+however often it is retried, resumed or forced. A part is written to a
+temporary file in the same folder and renamed into place, so a reader never
+sees half a file and a killed writer leaves only a ``.tmp`` file behind
+(swept by the next run). The two-character shard folder keeps folders small
+on catalogs of millions of tracks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mirflow._version import __version__
+from mirflow.catalog.schema import load_schemas
+from mirflow.errors import CatalogError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "mirflow-catalog"
+FORMAT_VERSION = 1
+#: Tables whose parts are keyed by input path rather than by track.
+PATH_TABLES = ("files", "errors")
+
+
+def path_key(path: str) -> str:
+    """Deterministic part name for an input path (BLAKE2b-128 of its UTF-8 bytes)."""
+    return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Catalog:
+    """A catalog folder.
+
+    Parameters
+    ----------
+    root : path
+        The folder (created on first write).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.root)!r})"
+
+    # ----------------------------------------------------------------- layout
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    def part_path(self, table: str, key: str, partition: str | None = None) -> Path:
+        base = self.table_dir(table)
+        if partition is not None:
+            base = base / partition
+        return base / key[:2] / f"{key}.parquet"
+
+    def parts(self, table: str) -> list[Path]:
+        """Every part file of ``table`` (sorted, so reads are deterministic)."""
+        d = self.table_dir(table)
+        if not d.is_dir():
+            return []
+        return sorted(p for p in d.rglob("*.parquet"))
+
+    def glob(self, table: str, partition: str | None = None) -> str:
+        """A glob over ``table``'s parts, for DuckDB's ``read_parquet``."""
+        base = self.table_dir(table) if partition is None else self.table_dir(table) / partition
+        return str(base / "**" / "*.parquet")
+
+    def partitions(self, table: str) -> list[str]:
+        """Partition folder names of a table whose schema sets ``partition_by`` (e.g. embedding models)."""
+        from mirflow.catalog.schema import table_schema
+
+        d = self.table_dir(table)
+        if table_schema(table).partition_by is None or not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir())
+
+    # ----------------------------------------------------------------- writes
+    def write_part(self, table: str, key: str, data: pa.Table, partition: str | None = None) -> Path:
+        """Atomically write ``data`` as the part ``key`` of ``table`` (replacing any existing one)."""
+        path = self.part_path(table, key, partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            pq.write_table(data, tmp, compression="zstd")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def remove_part(self, table: str, key: str, partition: str | None = None) -> bool:
+        path = self.part_path(table, key, partition)
+        try:
+            path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def sweep_temporary(self) -> int:
+        """Delete ``.tmp`` files left by writers that were killed mid-write."""
+        n = 0
+        if self.root.is_dir():
+            for tmp in self.root.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                n += 1
+        return n
+
+    # ----------------------------------------------------------------- reads
+    def read_table(self, table: str, columns: list[str] | None = None,
+                   partition: str | None = None) -> pa.Table:
+        """Read a whole table (or one partition) with its canonical schema."""
+        from mirflow.catalog.schema import table_schema
+
+        spec = table_schema(table)
+        base = self.table_dir(table) if partition is None else self.table_dir(table) / partition
+        files = sorted(base.rglob("*.parquet")) if base.is_dir() else []
+        if not files:
+            schema = spec.arrow(sizes={c.name: 1 for c in spec.columns if c.type.endswith("[]")})
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        tables = [pq.read_table(f, columns=columns) for f in files]
+        return pa.concat_tables(tables, promote_options="default")
+
+    def existing_tracks(self) -> dict[str, str]:
+        """``track_id -> pipeline_version`` of every track in the catalog."""
+        if not self.parts("tracks"):
+            return {}
+        import duckdb
+
+        con = duckdb.connect()
+        rows = con.execute(
+            "SELECT track_id, pipeline_version FROM read_parquet(?)", [self.glob("tracks")]
+        ).fetchall()
+        return dict(rows)
+
+    def known_files(self) -> dict[str, tuple[int, int, str]]:
+        """``path -> (size, mtime_ns, track_id)`` from the files table, to skip re-hashing."""
+        if not self.parts("files"):
+            return {}
+        import duckdb
+
+        con = duckdb.connect()
+        rows = con.execute(
+            "SELECT path, file_size_bytes, mtime_ns, track_id FROM read_parquet(?)", [self.glob("files")]
+        ).fetchall()
+        return {p: (int(s), int(m), t) for p, s, m, t in rows}
+
+    # ----------------------------------------------------------------- manifest
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if not self.manifest_path.exists():
+            return None
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CatalogError(f"unreadable catalog manifest {self.manifest_path}: {exc}") from None
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.manifest_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, self.manifest_path)
+
+    def open_for(self, pipeline_name: str) -> dict[str, Any]:
+        """Create the catalog or check that it belongs to ``pipeline_name``; return the manifest."""
+        manifest = self.read_manifest()
+        if manifest is None:
+            if self.root.exists() and any(self.root.iterdir()):
+                raise CatalogError(f"{self.root} exists, is not empty and is not a mirflow catalog")
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "pipeline": pipeline_name,
+                "created_at": utcnow().isoformat(),
+                "schemas": {},
+                "runs": [],
+            }
+        if manifest.get("format") != FORMAT:
+            raise CatalogError(f"{self.manifest_path} is not a mirflow catalog manifest")
+        if manifest.get("pipeline") != pipeline_name:
+            raise CatalogError(
+                f"catalog {self.root} holds pipeline {manifest.get('pipeline')!r}, not {pipeline_name!r}; "
+                "use another --catalog folder for another pipeline"
+            )
+        manifest["schemas"] = {name: s.version for name, s in load_schemas().items()}
+        self._write_manifest(manifest)
+        return manifest
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        """Append (or update, by ``run_id``) a run in the manifest's history."""
+        manifest = self.read_manifest() or {}
+        runs = [r for r in manifest.get("runs", []) if r.get("run_id") != run.get("run_id")]
+        runs.append(run)
+        manifest["runs"] = runs
+        manifest["mirflow_version"] = __version__
+        self._write_manifest(manifest)
+
+
+def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """Split ``items`` into lists of at most ``n``."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

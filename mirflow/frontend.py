@@ -1,0 +1,134 @@
+"""The shared per-track frontend: decode once, transform once, share.
+
+Every extractor of a pipeline receives the same :class:`Frontend` for a
+track. It holds the decoded audio at the native rate and computes derived
+inputs (a mono signal at some rate, an STFT, a mel spectrogram, or anything
+an extractor registers with :meth:`Frontend.cached`) lazily, the first time
+one is asked for, then keeps it for the other extractors. Nothing is
+decoded or transformed twice for one track.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mirflow.audio.decode import DecodedAudio, decode, resample, to_mono
+from mirflow.audio.probe import ProbeInfo, probe
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Inputs an extractor may declare in ``requires``.
+INPUTS = frozenset({"probe", "signal", "channels", "stft", "mel", "cached"})
+
+
+class Frontend:
+    """Lazily computed, cached inputs of one track.
+
+    Parameters
+    ----------
+    audio : DecodedAudio
+        The decoded samples at the native rate.
+    info : ProbeInfo, optional
+        Container facts (absent for in-memory audio).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sr = 22050
+    >>> fe = Frontend.from_array(np.sin(2 * np.pi * 440 * np.arange(sr) / sr), sr)
+    >>> fe.signal(11025).shape
+    (11025,)
+    >>> fe.signal(11025) is fe.signal(11025)  # computed once
+    True
+    """
+
+    def __init__(self, audio: DecodedAudio, info: ProbeInfo | None = None, path: str | None = None) -> None:
+        self.audio = audio
+        self.info = info
+        self.path = path
+        self._cache: dict[Hashable, Any] = {}
+        self.computed: list[Hashable] = []  # keys in the order computed: shows sharing in tests
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, info: ProbeInfo | None = None) -> Frontend:
+        """Probe and decode ``path`` once."""
+        info = info or probe(path)
+        return cls(decode(path, info=info), info, str(path))
+
+    @classmethod
+    def from_array(cls, samples: np.ndarray, sample_rate_hz: int) -> Frontend:
+        """Wrap in-memory samples (mono ``(n,)`` or ``(n, channels)``)."""
+        arr = np.asarray(samples, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        return cls(DecodedAudio(np.ascontiguousarray(arr), int(sample_rate_hz)))
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def native_sample_rate_hz(self) -> int:
+        return self.audio.sample_rate_hz
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.duration_s
+
+    @property
+    def is_empty(self) -> bool:
+        return self.audio.samples.shape[0] == 0
+
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """Return ``compute()``, computing it only the first time ``key`` is asked for.
+
+        Extractors use this for inputs two of them share (e.g. a beat
+        activation function used by tempo and downbeat tracking).
+        """
+        if key not in self._cache:
+            self._cache[key] = compute()
+            self.computed.append(key)
+        return self._cache[key]
+
+    # ------------------------------------------------------------------ signals
+    def channels(self, sample_rate_hz: int | None = None) -> np.ndarray:
+        """All channels, ``(frames, channels)`` float32, at ``sample_rate_hz`` (native if None)."""
+        sr = sample_rate_hz or self.native_sample_rate_hz
+        if sr == self.native_sample_rate_hz:
+            return self.audio.samples
+        return self.cached(("channels", sr), lambda: resample(self.audio.samples, self.native_sample_rate_hz, sr))
+
+    def signal(self, sample_rate_hz: int | None = None) -> np.ndarray:
+        """Mono (channel mean) float32 signal at ``sample_rate_hz`` (native if None)."""
+        sr = sample_rate_hz or self.native_sample_rate_hz
+        mono = self.cached(("signal", self.native_sample_rate_hz), lambda: to_mono(self.audio.samples))
+        if sr == self.native_sample_rate_hz or mono.size == 0:
+            return mono
+        return self.cached(("signal", sr), lambda: resample(mono, self.native_sample_rate_hz, sr))
+
+    # ------------------------------------------------------------------ spectra
+    def stft(self, *, sample_rate_hz: int, n_fft: int = 2048, hop_length: int = 512) -> np.ndarray:
+        """Magnitude STFT ``(1 + n_fft // 2, frames)`` of the mono signal (librosa, centred, Hann)."""
+
+        def compute() -> np.ndarray:
+            import librosa
+
+            return np.abs(librosa.stft(self.signal(sample_rate_hz), n_fft=n_fft, hop_length=hop_length))
+
+        return self.cached(("stft", sample_rate_hz, n_fft, hop_length), compute)
+
+    def mel(self, *, sample_rate_hz: int, n_fft: int = 2048, hop_length: int = 512,
+            n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+        """Mel power spectrogram ``(n_mels, frames)`` built from the cached STFT."""
+
+        def compute() -> np.ndarray:
+            import librosa
+
+            power = self.stft(sample_rate_hz=sample_rate_hz, n_fft=n_fft, hop_length=hop_length) ** 2
+            return librosa.feature.melspectrogram(S=power, sr=sample_rate_hz, n_mels=n_mels,
+                                                  fmin=fmin, fmax=fmax)
+
+        return self.cached(("mel", sample_rate_hz, n_fft, hop_length, n_mels, fmin, fmax), compute)

@@ -1,0 +1,191 @@
+"""Pipeline configuration: YAML files in ``pipelines/``, validated before anything runs.
+
+A pipeline names its extractors and their parameters, the decode settings
+and the runtime budget. :func:`load_pipeline` checks every key, builds every
+extractor (so bad parameters fail here, naming the key) and checks that the
+columns and tables they emit are declared in ``schemas/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mirflow.catalog.schema import load_schemas, table_schema
+from mirflow.errors import ConfigError, MirflowError
+from mirflow.extractors import registry
+from mirflow.extractors.base import Extractor
+from mirflow.resources import pipelines_dir
+
+_TOP_KEYS = {"name", "version", "description", "decode", "runtime", "extractors"}
+_DECODE_KEYS = {"analysis_sample_rate_hz": (int, 8000, 192000), "max_duration_s": (float, 1.0, 86400.0)}
+_RUNTIME_KEYS = {"timeout_s": (float, 1.0, 86400.0), "retries": (int, 0, 10)}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A validated pipeline: extractors instantiated, settings checked.
+
+    The ``fingerprint`` identifies what the pipeline computes (its name,
+    version, decode settings, and each extractor's name, version and
+    parameters); a track already analyzed under the same fingerprint is
+    skipped. Runtime settings (timeout, retries) do not change results and
+    are not part of it.
+    """
+
+    name: str
+    version: int
+    description: str
+    extractors: tuple[Extractor, ...]
+    analysis_sample_rate_hz: int = 44100
+    max_duration_s: float = 3600.0
+    timeout_s: float = 900.0
+    retries: int = 2
+    source: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        payload = {
+            "name": self.name,
+            "version": self.version,
+            "decode": {"analysis_sample_rate_hz": self.analysis_sample_rate_hz,
+                       "max_duration_s": self.max_duration_s},
+            "extractors": [{"name": e.name, "version": e.version, "params": e.params.to_dict()}
+                           for e in self.extractors],
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return f"{self.name}-v{self.version}-{hashlib.blake2b(blob, digest_size=6).hexdigest()}"
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Long tables this pipeline writes besides tracks/files/errors."""
+        out: list[str] = []
+        for e in self.extractors:
+            out.extend(t for t in e.tables if t not in out)
+        return tuple(out)
+
+
+def _check_section(section: str, raw: Any, spec: dict[str, tuple[type, float, float]]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"pipeline section {section!r} must be a mapping")
+    out = {}
+    for key, value in raw.items():
+        if key not in spec:
+            raise ConfigError(f"unknown key {section}.{key!r}; known: {sorted(spec)}")
+        typ, lo, hi = spec[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ is int and not isinstance(value, int)):
+            raise ConfigError(f"{section}.{key} must be a {typ.__name__}, got {value!r}")
+        if not lo <= value <= hi:
+            raise ConfigError(f"{section}.{key} = {value!r} is out of range [{lo}, {hi}]")
+        out[key] = typ(value)
+    return out
+
+
+def validate_extractor_outputs(ex: Extractor) -> None:
+    """Fail if ``ex`` emits a column or table that ``schemas/`` does not declare."""
+    tracks = set(table_schema("tracks").names)
+    missing = [c for c in ex.columns if c not in tracks]
+    if missing:
+        raise ConfigError(f"extractor {ex.name!r} emits columns not declared in schemas/tracks.yaml: {missing}")
+    unknown = [t for t in ex.tables if t not in load_schemas()]
+    if unknown:
+        raise ConfigError(f"extractor {ex.name!r} emits tables without a schema: {unknown}")
+
+
+def parse_pipeline(raw: Mapping[str, Any], *, source: str | None = None) -> PipelineConfig:
+    """Validate a pipeline mapping (the parsed YAML) and build its extractors."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("a pipeline file must hold a mapping")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"unknown pipeline key(s) {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
+        raise ConfigError(f"pipeline 'name' must be a plain identifier, got {name!r}")
+    version = raw.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"pipeline 'version' must be a positive integer, got {version!r}")
+    decode = _check_section("decode", raw.get("decode"), _DECODE_KEYS)
+    runtime = _check_section("runtime", raw.get("runtime"), _RUNTIME_KEYS)
+    specs = raw.get("extractors")
+    if not isinstance(specs, list) or not specs:
+        raise ConfigError("pipeline 'extractors' must be a non-empty list")
+    extractors: list[Extractor] = []
+    columns_seen: dict[str, str] = {}
+    for i, spec in enumerate(specs):
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ConfigError(f"extractors[{i}] must be a name or a mapping with 'name'")
+        extra = set(spec) - {"name", "params"}
+        if extra:
+            raise ConfigError(f"extractors[{i}] ({spec['name']}): unknown key(s) {sorted(extra)}; use 'params'")
+        params = spec.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"extractors[{i}] ({spec['name']}): 'params' must be a mapping")
+        try:
+            ex = registry.get(spec["name"])(dict(params))
+        except ConfigError:
+            raise
+        except MirflowError as exc:
+            raise ConfigError(str(exc)) from None
+        validate_extractor_outputs(ex)
+        for col in ex.columns:
+            if col in columns_seen:
+                raise ConfigError(f"column {col!r} is emitted by both {columns_seen[col]!r} and {ex.name!r}")
+            columns_seen[col] = ex.name
+        extractors.append(ex)
+    return PipelineConfig(
+        name=name,
+        version=version,
+        description=str(raw.get("description", "")),
+        extractors=tuple(extractors),
+        analysis_sample_rate_hz=decode.get("analysis_sample_rate_hz", 44100),
+        max_duration_s=decode.get("max_duration_s", 3600.0),
+        timeout_s=runtime.get("timeout_s", 900.0),
+        retries=runtime.get("retries", 2),
+        source=source,
+        raw=dict(raw),
+    )
+
+
+def available_pipelines() -> dict[str, Path]:
+    """Pipelines that ship with mirflow, by name."""
+    return {p.stem: p for p in sorted(pipelines_dir().glob("*.yaml"))}
+
+
+def load_pipeline(name_or_path: str | os.PathLike[str] = "default") -> PipelineConfig:
+    """Load and validate a shipped pipeline by name, or a YAML file by path.
+
+    Examples
+    --------
+    >>> p = load_pipeline("default")
+    >>> p.name, [e.name for e in p.extractors][:2]
+    ('default', ['metadata', 'loudness'])
+    """
+    text = str(name_or_path)
+    shipped = available_pipelines()
+    if text in shipped:
+        path = shipped[text]
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"no pipeline named {text!r} and no such file; shipped: {sorted(shipped)}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse_pipeline(raw, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path.name}: {exc}") from None

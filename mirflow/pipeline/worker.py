@@ -1,0 +1,82 @@
+"""Worker-process hygiene, learned the hard way by users of these libraries.
+
+* One BLAS/OpenMP/ONNX thread per worker process: Dask gives parallelism by
+  processes; nested thread pools oversubscribe the cores. The environment
+  variables must be set before the worker process starts (the nanny's
+  ``pre-spawn-environ``); threadpoolctl re-applies the limit in-process.
+* A private ``NUMBA_CACHE_DIR`` per worker: librosa's numba functions cache
+  compiled code on disk, and several processes writing one cache at once
+  have segfaulted ``beat_track`` under Dask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+log = logging.getLogger(__name__)
+
+#: Environment set in every worker process before it starts.
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "MALLOC_TRIM_THRESHOLD_": "65536",
+}
+
+_prepared = False
+
+
+def numba_cache_dir(worker_name: str | None = None) -> Path:
+    """A numba cache folder private to one worker (stable across runs, so compiled code is reused)."""
+    base = Path(tempfile.gettempdir()) / f"mirflow-numba-{os.getuid() if hasattr(os, 'getuid') else 'u'}"
+    name = str(worker_name if worker_name is not None else os.getpid())
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return base / safe
+
+
+def prepare_process(worker_name: str | None = None) -> None:
+    """Apply the worker hygiene in this process (idempotent)."""
+    global _prepared
+    if _prepared:
+        return
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        if "numba" in sys.modules:
+            log.warning("numba was imported before the worker set NUMBA_CACHE_DIR; the shared cache is used")
+        cache = numba_cache_dir(worker_name)
+        cache.mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = str(cache)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it the env vars suffice
+        pass
+    _prepared = True
+
+
+class WorkerSetup(WorkerPlugin):
+    """Dask worker plugin that prepares each worker process when it starts.
+
+    Registered with ``Client.register_plugin``, it runs on every current and
+    future worker (including workers restarted after a crash or recycled by
+    ``lifetime``) before any task.
+    """
+
+    name = "mirflow-worker-setup"
+    idempotent = True
+
+    def setup(self, worker) -> None:  # noqa: D401 - Dask plugin hook
+        prepare_process(str(worker.name))
+
