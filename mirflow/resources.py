@@ -8,20 +8,18 @@ checkout falls back to the repository folders.
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _data_dir(package: str, repo_folder: str) -> Path:
-    try:
-        root = importlib.resources.files(package)
-        path = Path(str(root))
-        if path.is_dir() and any(path.glob("*.yaml")):
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
+    # Installed wheel: the data package sits inside the mirflow folder (it has
+    # no __init__.py, so importlib.resources would hand back a namespace
+    # MultiplexedPath; the plain folder is simpler and the same thing).
+    installed = Path(__file__).resolve().parent / package.rsplit(".", 1)[-1]
+    if installed.is_dir() and any(installed.glob("*.yaml")):
+        return installed
     path = _REPO_ROOT / repo_folder
     if path.is_dir():
         return path

@@ -212,6 +212,19 @@ def cmd_extractors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from mirflow.models import store
+
+    if args.action == "install":
+        path = store.install_musicnn_weights("MSD_musicnn", force=args.force)
+        print(f"{args.model}: weights installed in {path}")
+    else:
+        found = store.installed_musicnn_weights()
+        print(f"models folder: {store.models_dir()}")
+        print(f"MSD_musicnn: {found or 'not installed (mirflow models install musicnn)'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mirflow", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mirflow {__version__}")
@@ -260,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pipeline", default="default")
     m.add_argument("--plots", action="store_true", help="also draw tempo/key/embedding plots")
     m.set_defaults(func=cmd_demo)
+
+    mo = sub.add_parser("models", help="install or list model weights (fetched from PyPI packages only)")
+    mo.add_argument("action", choices=["install", "list"])
+    mo.add_argument("model", nargs="?", default="musicnn", choices=["musicnn"])
+    mo.add_argument("--force", action="store_true")
+    mo.set_defaults(func=cmd_models)
 
     sub.add_parser("pipelines", help="list shipped pipelines").set_defaults(func=cmd_pipelines)
     sub.add_parser("extractors", help="list extractors and their parameters").set_defaults(func=cmd_extractors)

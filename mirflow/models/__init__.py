@@ -1,0 +1,1 @@
+"""Pretrained models run without their original frameworks (weights store, numpy forward passes)."""
