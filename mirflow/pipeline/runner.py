@@ -22,7 +22,7 @@ from mirflow.catalog.layout import Catalog, batched, utcnow
 from mirflow.errors import ConfigError
 from mirflow.pipeline.config import PipelineConfig, load_pipeline
 from mirflow.pipeline.inputs import expand_inputs
-from mirflow.pipeline.task import TrackJob, _error_record, analyze_track, hash_paths, write_error
+from mirflow.pipeline.task import TrackJob, _error_record, analyze_track, hash_paths, warm_up, write_error
 from mirflow.pipeline.worker import THREAD_ENV, WorkerSetup
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class RunSummary:
     failed: int = 0
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    #: Wall time of the analysis stage alone (without cluster start-up and hashing).
+    analyze_seconds: float = 0.0
     dashboard: str | None = None
     dry_run: bool = False
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -283,10 +285,17 @@ def analyze(
                     progress("hash", done, len(paths))
             plan = make_plan(paths, hashed, cat, cfg, force=force, limit=limit)
             _fill_counts(summary, plan)
+            if plan.to_analyze:
+                # Load models in every worker now, not inside the first tracks' budgets.
+                try:
+                    client.run(warm_up, cfg)
+                except Exception as exc:  # a worker dying here is retried per track below
+                    log.warning("worker warm-up failed: %s", exc)
             summary.failures.extend({"path": r["path"], "stage": "probe", "message": r["error"]}
                                     for r in plan.unreadable)
             # ---- stage 2: analyze, through a bounded window of in-flight tasks
             total = len(plan.to_analyze)
+            t_analyze = time.perf_counter()
             if progress:
                 progress("analyze", 0, total)
             nthreads = sum(client.nthreads().values()) or opts.workers * opts.threads_per_worker
@@ -323,6 +332,7 @@ def analyze(
                     progress("analyze", finished, total)
                 submit_next()
                 fut.release()
+            summary.analyze_seconds = time.perf_counter() - t_analyze
         finally:
             client.close()
             if local is not None:

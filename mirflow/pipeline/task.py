@@ -90,6 +90,31 @@ def hash_paths(paths: list[str], catalog_root: str, pipeline: PipelineConfig) ->
     return out
 
 
+# --------------------------------------------------------------------- warm-up
+def warm_up(pipeline: PipelineConfig) -> float:
+    """Import backends and load models in this worker before the first track.
+
+    Runs every extractor once on two seconds of quiet noise so that imports,
+    numba compilation and model loading happen once per worker, up front,
+    rather than inside the first track's time budget. Failures are only
+    logged: the real tracks will report them properly.
+    """
+    import numpy as np
+
+    prepare_process()
+    from mirflow.frontend import Frontend
+
+    started = time.perf_counter()
+    noise = np.random.default_rng(0).standard_normal(2 * 44100).astype(np.float32) * 0.01
+    frontend = Frontend.from_array(noise, 44100)
+    for ex in pipeline.extractors:
+        try:
+            ex.extract(frontend)
+        except Exception as exc:  # noqa: BLE001 - warm-up only; the tracks report real failures
+            log.warning("warm-up of extractor %s failed: %s", ex.name, exc)
+    return time.perf_counter() - started
+
+
 # --------------------------------------------------------------------- analysis
 class _Watchdog:
     """Hard per-track time limit.
