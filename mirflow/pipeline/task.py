@@ -241,20 +241,29 @@ def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) ->
 
 
 def _write_long_table(catalog: Catalog, table: str, track_id: str, rows: dict[str, list[Any]]) -> None:
+    """Write one track's rows of a long table, replacing whatever an earlier run left.
+
+    A track without rows (silence: no beats) gets no part, and a stale part
+    from an earlier analysis of the same track is removed, so a forced
+    re-run never leaves old rows behind.
+    """
     spec = table_schema(table)
     n = len(next(iter(rows.values()))) if rows else 0
     data = {"track_id": [track_id] * n, **rows}
     if spec.partition_by is None:
-        sizes = _fixed_sizes(spec, data)
-        catalog.write_part(table, track_id, conform(table, data, sizes=sizes))
+        if n == 0:
+            catalog.remove_part(table, track_id)
+            return
+        catalog.write_part(table, track_id, conform(table, data, sizes=_fixed_sizes(spec, data)))
         return
     # One folder per partition value (e.g. per embedding model: one dimension per folder).
-    key = spec.partition_by
-    values = data.get(key, [])
+    values = data.get(spec.partition_by, []) if n else []
     for part in sorted(set(values)):
         idx = [i for i, v in enumerate(values) if v == part]
         sub = {c: [vals[i] for i in idx] for c, vals in data.items()}
         catalog.write_part(table, track_id, conform(table, sub, sizes=_fixed_sizes(spec, sub)), partition=str(part))
+    for stale in set(catalog.partitions(table)) - {str(v) for v in values}:
+        catalog.remove_part(table, track_id, partition=stale)
 
 
 def _fixed_sizes(spec, data: dict[str, list[Any]]) -> dict[str, int]:
