@@ -225,6 +225,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mirflow.evaluate import evaluate, overall_table, write_results
+
+    per_track, overall = evaluate(args.catalog, args.truth, skip_missing=args.skip_missing)
+    table = overall_table(overall)
+    print(f"truth: {overall['n_truth']} tracks   matched: {overall['n_matched']}   "
+          f"failed: {overall['n_failed']}   not in catalog: {overall['n_missing']}")
+    with pd.option_context("display.width", 200, "display.max_columns", 10):
+        print(table.drop(columns="metric").to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    out = Path(args.out) if args.out else Path(args.catalog) / "evaluation"
+    per_path, overall_path = write_results(per_track, overall, out,
+                                           metadata={"catalog": str(args.catalog), "truth": str(args.truth)})
+    print(f"wrote {per_path} and {overall_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mirflow", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mirflow {__version__}")
@@ -279,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("model", nargs="?", default="musicnn", choices=["musicnn"])
     mo.add_argument("--force", action="store_true")
     mo.set_defaults(func=cmd_models)
+
+    ev = sub.add_parser("evaluate", help="score a catalog against ground truth (JAMS or JSONL/CSV) with mir_eval")
+    ev.add_argument("catalog")
+    ev.add_argument("--truth", required=True, help="JSONL/CSV file, JAMS file, or folder of JAMS files")
+    ev.add_argument("--out", help="folder for per_track.parquet and overall.parquet (default CATALOG/evaluation)")
+    ev.add_argument("--skip-missing", action="store_true",
+                    help="leave out truth tracks absent from the catalog (default: they count as wrong)")
+    ev.set_defaults(func=cmd_evaluate)
 
     sub.add_parser("pipelines", help="list shipped pipelines").set_defaults(func=cmd_pipelines)
     sub.add_parser("extractors", help="list extractors and their parameters").set_defaults(func=cmd_extractors)

@@ -22,7 +22,14 @@ from mirflow.catalog.layout import Catalog, batched, utcnow
 from mirflow.errors import ConfigError
 from mirflow.pipeline.config import PipelineConfig, load_pipeline
 from mirflow.pipeline.inputs import expand_inputs
-from mirflow.pipeline.task import TrackJob, _error_record, analyze_track, hash_paths, warm_up, write_error
+from mirflow.pipeline.task import (
+    TrackJob,
+    _error_record,
+    analyze_track,
+    hash_paths,
+    warm_up,
+    write_error,
+)
 from mirflow.pipeline.worker import THREAD_ENV, WorkerSetup
 
 log = logging.getLogger(__name__)
