@@ -1,0 +1,273 @@
+"""``mirflow evaluate``: every metric against hand-computed values on a catalog written by hand.
+
+No extractor runs: the catalog's parts are written directly (through
+``conform``, so they are valid catalog tables), with estimates chosen so that
+each metric has one obvious expected value.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from mirflow.catalog import Catalog, conform, path_key
+from mirflow.cli.main import main
+from mirflow.errors import ConfigError
+from mirflow.evaluate import (
+    chord_scores,
+    evaluate,
+    load_truth,
+    normalize_key,
+    tempo_accuracy,
+)
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+REF_BEATS = [round(0.5 * k, 3) for k in range(1, 60)]  # 120 BPM, 0.5 … 29.5 s
+# Four 2-bar chords over 0–16 s, then the reference's "not evaluated" span.
+REF_CHORDS = [[0.0, 4.0, "C:maj"], [4.0, 8.0, "A:min"], [8.0, 12.0, "F:maj"], [12.0, 16.0, "G:7"],
+              [16.0, 20.0, "X"]]
+HALF_WRONG = [[0.0, 4.0, "C:maj"], [4.0, 8.0, "A:min"], [8.0, 12.0, "D:min"], [12.0, 16.0, "E:maj"],
+              [16.0, 20.0, "C:maj"]]
+
+# name -> estimates written to the catalog. Truth for all: C major, 120 BPM, REF_BEATS, REF_CHORDS.
+TRACKS: dict[str, dict] = {
+    "exact.wav": {"key": "C major", "tempo": 123.6, "beats": REF_BEATS, "chords": REF_CHORDS},
+    "fifth.flac": {"key": "G major", "tempo": 240.0, "beats": REF_BEATS[::2], "chords": HALF_WRONG},
+    "relative.mp3": {"key": "A minor", "tempo": 100.0, "beats": [b + 0.25 for b in REF_BEATS],
+                     "chords": [[0.0, 20.0, "N"]]},
+    "parallel.ogg": {"key": "C minor", "tempo": 40.0, "beats": REF_BEATS, "chords": REF_CHORDS},
+    "nothing.wav": {"key": None, "tempo": None, "beats": [], "chords": []},
+}
+EXPECTED = {
+    #                key    acc1 acc2  beat F  majmin
+    "exact.wav": (1.0, 1.0, 1.0, 1.0, 1.0),
+    "fifth.flac": (0.5, 0.0, 1.0, 2 / 3, 0.5),
+    "relative.mp3": (0.3, 0.0, 0.0, 0.0, 0.0),
+    "parallel.ogg": (0.2, 0.0, 1.0, 1.0, 1.0),  # 40 BPM is a third of 120
+    "nothing.wav": (0.0, 0.0, 0.0, 0.0, 0.0),
+    "absent.wav": (0.0, 0.0, 0.0, 0.0, 0.0),  # in the truth, not in the catalog
+}
+
+
+def _track_id(name: str) -> str:
+    return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+
+
+def _write_catalog(root: Path, audio_dir: Path) -> Path:
+    cat = Catalog(root)
+    cat.open_for("default")
+    for name, est in TRACKS.items():
+        tid = _track_id(name)
+        path = str(audio_dir / name)
+        cat.write_part("tracks", tid, conform("tracks", {
+            "track_id": [tid], "path": [path], "file_size_bytes": [1000], "pipeline": ["default"],
+            "pipeline_version": ["test"], "mirflow_version": ["0"], "analyzed_at": [NOW],
+            "analysis_sample_rate_hz": [44100], "downmix": ["mean"], "lineage": ["{}"],
+            "analysis_seconds": [0.1], "duration_s": [30.0], "key": [est["key"]], "tempo_bpm": [est["tempo"]],
+        }, fill_missing=True))
+        paths = [path] + ([str(audio_dir / "copies" / "exact copy.wav")] if name == "exact.wav" else [])
+        for p in paths:
+            cat.write_part("files", path_key(p), conform("files", {
+                "path": [p], "track_id": [tid], "file_size_bytes": [1000], "mtime_ns": [0], "seen_at": [NOW]}))
+        if est["beats"]:
+            cat.write_part("beats", tid, conform("beats", {
+                "track_id": [tid] * len(est["beats"]), "time_s": est["beats"],
+                "beat_in_bar": [i % 4 + 1 for i in range(len(est["beats"]))]}))
+        if est["chords"]:
+            cat.write_part("chords", tid, conform("chords", {
+                "track_id": [tid] * len(est["chords"]), "start_s": [c[0] for c in est["chords"]],
+                "end_s": [c[1] for c in est["chords"]], "label": [c[2] for c in est["chords"]],
+                "confidence": [None] * len(est["chords"])}))
+    return root
+
+
+def _truth_rows(audio_dir: Path) -> list[dict]:
+    rows = []
+    for name in EXPECTED:
+        # Absolute paths for most; a bare file name for one (matched by name, being unique).
+        path = name if name == "fifth.flac" else str(audio_dir / name)
+        rows.append({"path": path, "key": "C major", "tempo": 120.0, "beats": REF_BEATS, "chords": REF_CHORDS})
+    return rows
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    audio = tmp_path / "music"
+    catalog = _write_catalog(tmp_path / "cat", audio)
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text("".join(json.dumps(r) + "\n" for r in _truth_rows(audio)))
+    return catalog, truth, audio
+
+
+def _check(per_track: pd.DataFrame, names: list[str]) -> None:
+    per_track = per_track.assign(name=per_track["path"].map(lambda p: Path(p).name))
+    for name in names:
+        row = per_track.set_index("name").loc[name]
+        key, acc1, acc2, beat_f, majmin = EXPECTED[name]
+        got = (row.key_weighted, row.tempo_acc1, row.tempo_acc2, row.beat_f, row.chord_majmin)
+        assert got == pytest.approx((key, acc1, acc2, beat_f, majmin), abs=1e-6), name
+
+
+def test_every_metric_matches_hand_computed_values(setup) -> None:
+    catalog, truth, _ = setup
+    per_track, overall = evaluate(catalog, truth)
+    assert len(per_track) == len(EXPECTED)
+    _check(per_track, list(EXPECTED))
+    status = dict(zip(per_track["path"].map(lambda p: Path(p).name), per_track["status"], strict=True))
+    assert status["absent.wav"] == "missing" and status["exact.wav"] == "ok"
+    # Overall: means over all six truth tracks; nulls (nothing.wav, absent.wav) count as 0.
+    assert overall["key_weighted"] == pytest.approx((1.0 + 0.5 + 0.3 + 0.2) / 6)
+    assert overall["key_exact"] == pytest.approx(1 / 6)
+    assert overall["tempo_acc1"] == pytest.approx(1 / 6)
+    assert overall["tempo_acc2"] == pytest.approx(3 / 6)
+    assert overall["beat_f"] == pytest.approx((1 + 2 / 3 + 1) / 6)
+    # Chords: each track has 16 s evaluated (X not evaluated), so the WCSR is the mean.
+    assert overall["chord_majmin"] == pytest.approx((1 + 0.5 + 1) / 6)
+    assert overall["key_n"] == 6 and overall["key_null"] == 2
+    assert overall["chord_null"] == 2 and overall["beat_null"] == 2 and overall["tempo_null"] == 2
+    assert (overall["n_truth"], overall["n_matched"], overall["n_missing"]) == (6, 5, 1)
+
+
+def test_skip_missing_leaves_out_absent_tracks(setup) -> None:
+    catalog, truth, _ = setup
+    per_track, overall = evaluate(catalog, truth, skip_missing=True)
+    assert len(per_track) == 5
+    assert overall["key_weighted"] == pytest.approx(2.0 / 5)
+    assert overall["key_null"] == 1  # the null key still counts, as 0
+
+
+def test_beats_continuity_and_sevenths() -> None:
+    from mirflow.evaluate import beat_scores
+
+    ref = np.array(REF_BEATS)
+    assert beat_scores(ref, ref) == pytest.approx((1.0, 1.0, 1.0))
+    f, cmlt, amlt = beat_scores(ref, ref[::2])  # half tempo: wrong metrical level, right pulse
+    assert (f, cmlt, amlt) == pytest.approx((2 / 3, 0.0, 1.0))
+    f, cmlt, amlt = beat_scores(ref, ref + 0.25)  # off-beat: AMLt accepts it, F and CMLt do not
+    assert (f, cmlt) == (0.0, 0.0) and amlt > 0.95  # (the last shifted beat has no partner)
+    ref_c = [(0.0, 4.0, "C:7"), (4.0, 8.0, "G:maj")]
+    scores = chord_scores(ref_c, [(0.0, 8.0, "C:maj")])
+    # majmin maps C:7 to C:maj (4 of 8 s right); sevenths does not (0 of 8 s).
+    assert scores["chord_majmin"] == pytest.approx(0.5) and scores["chord_sevenths"] == pytest.approx(0.0)
+    assert scores["chord_majmin_s"] == pytest.approx(8.0)
+    # An estimate shorter than the reference is padded with N (wrong where the reference has a chord).
+    assert chord_scores(ref_c, [(0.0, 2.0, "C:maj")])["chord_majmin"] == pytest.approx(0.25)
+
+
+def test_tempo_and_key_helpers() -> None:
+    assert tempo_accuracy(120.0, 123.6) == (True, True)  # +3 %
+    assert tempo_accuracy(120.0, 125.0) == (False, False)  # +4.2 %
+    assert tempo_accuracy(120.0, 60.0) == (False, True)
+    assert tempo_accuracy(90.0, 270.0) == (False, True)  # ×3
+    assert tempo_accuracy(120.0, None) == (False, False)
+    assert normalize_key("A:minor") == "A minor"
+    assert normalize_key("f#m") == "F# minor"
+    assert normalize_key("X") is None
+
+
+def test_matches_by_track_id_and_by_duplicate_path(tmp_path: Path, setup) -> None:
+    catalog, _, audio = setup
+    truth = tmp_path / "by_id.jsonl"
+    rows = [
+        {"track_id": _track_id("fifth.flac"), "key": "C major", "tempo": 120.0},
+        # The second path of exact.wav's content (a duplicate in files/) matches that track.
+        {"path": str(audio / "copies" / "exact copy.wav"), "key": "C major", "tempo": 120.0},
+    ]
+    truth.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    per_track, overall = evaluate(catalog, truth)
+    assert list(per_track["key_weighted"]) == [0.5, 1.0]
+    assert per_track["beat_f"].isna().all()  # no beats in this truth: not evaluated
+    assert overall["beat_n"] == 0 and overall["key_n"] == 2
+
+
+def test_csv_and_jams_truth_give_the_same_scores(tmp_path: Path, setup) -> None:
+    jams = pytest.importorskip("jams")
+    catalog, truth_jsonl, audio = setup
+    expected, _ = evaluate(catalog, truth_jsonl)
+    # CSV: beats as space-separated times, chords as JSON text.
+    csv_path = tmp_path / "truth.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "key", "tempo", "beats", "chords"])
+        w.writeheader()
+        for r in _truth_rows(audio):
+            w.writerow({**r, "beats": " ".join(map(str, r["beats"])), "chords": json.dumps(r["chords"])})
+    from_csv, _ = evaluate(catalog, csv_path)
+    # JAMS: one file per track, path in file_metadata.identifiers (as mirflow.synth writes it).
+    jdir = tmp_path / "jams"
+    jdir.mkdir()
+    for r in _truth_rows(audio):
+        jam = jams.JAMS()
+        jam.file_metadata.duration = 30.0
+        jam.file_metadata.identifiers = {"path": Path(r["path"]).name}
+        key = jams.Annotation(namespace="key_mode", duration=30.0)
+        key.append(time=0.0, duration=30.0, value="C:major", confidence=1.0)
+        tempo = jams.Annotation(namespace="tempo", duration=30.0)
+        tempo.append(time=0.0, duration=30.0, value=120.0, confidence=1.0)
+        beat = jams.Annotation(namespace="beat", duration=30.0)
+        for t in r["beats"]:
+            beat.append(time=t, duration=0.0, value=1, confidence=1.0)
+        chord = jams.Annotation(namespace="chord", duration=30.0)
+        for s, e, lab in r["chords"]:
+            chord.append(time=s, duration=e - s, value=lab, confidence=1.0)
+        jam.annotations.extend([key, tempo, beat, chord])
+        jam.save(str(jdir / (Path(r["path"]).stem + ".jams")))
+    assert len(load_truth(jdir)) == len(EXPECTED)
+    from_jams, _ = evaluate(catalog, jdir)
+    cols = ["key_weighted", "tempo_acc1", "tempo_acc2", "beat_f", "beat_cmlt", "chord_majmin", "chord_sevenths"]
+
+    def by_name(df: pd.DataFrame) -> pd.DataFrame:  # JAMS files are read in file-name order
+        return df.assign(name=df["path"].map(lambda p: Path(p).name)).set_index("name").sort_index()[cols]
+
+    for other in (from_csv, from_jams):
+        pd.testing.assert_frame_equal(by_name(other), by_name(expected))
+
+
+def test_bad_truth_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_truth(tmp_path / "nope.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(ConfigError):
+        load_truth(bad)
+
+
+def test_cli_prints_and_writes_parquet(setup, tmp_path: Path, capsys) -> None:
+    catalog, truth, _ = setup
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(catalog), "--truth", str(truth), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "key weighted (MIREX)" in printed and "chord WCSR majmin" in printed
+    assert "not in catalog: 1" in printed
+    overall = pq.read_table(out / "overall.parquet").to_pandas().set_index("metric")
+    assert overall.loc["key_weighted", "value"] == pytest.approx(2.0 / 6)
+    assert overall.loc["key_weighted", "null_predictions"] == 2
+    per_track = pq.read_table(out / "per_track.parquet").to_pandas()
+    assert len(per_track) == len(EXPECTED)
+    assert main(["evaluate", str(catalog), "--truth", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_failed_tracks_count_as_wrong(setup) -> None:
+    catalog, truth, audio = setup
+    broken = str(audio / "absent.wav")  # the truth's absent track now failed in the catalog instead
+    Catalog(catalog).write_part("errors", path_key(broken), conform("errors", {
+        "path": [broken], "track_id": [None], "stage": ["decode"], "error_type": ["DecodeError"],
+        "message": ["truncated"], "pipeline": ["default"], "pipeline_version": ["test"], "occurred_at": [NOW]}))
+    per_track, overall = evaluate(catalog, truth, skip_missing=True)
+    row = per_track.set_index(per_track["path"].map(lambda p: Path(p).name)).loc["absent.wav"]
+    assert row.status == "failed" and row.key_weighted == 0.0 and row.beat_f == 0.0
+    assert (overall["n_failed"], overall["n_missing"], overall["key_null"]) == (1, 0, 2)
+    assert overall["key_weighted"] == pytest.approx(2.0 / 6)
+
+
+def test_not_a_catalog_is_a_config_error(tmp_path: Path, setup) -> None:
+    _, truth, _ = setup
+    with pytest.raises(ConfigError):
+        evaluate(tmp_path / "no-catalog", truth)
