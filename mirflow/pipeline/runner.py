@@ -161,6 +161,9 @@ def _dask_config(pipeline: PipelineConfig, opts: ClusterOptions) -> dict[str, An
         "distributed.scheduler.allowed-failures": pipeline.retries,
         "distributed.nanny.pre-spawn-environ": dict(THREAD_ENV),
         "distributed.worker.daemon": False,
+        # Hand a worker only as many tasks as it has threads: tasks queued on
+        # a worker that dies are blamed (and retried) with the one that killed it.
+        "distributed.scheduler.worker-saturation": 1.0,
     }
     if opts.worker_lifetime:
         # Recycle workers periodically: native code (decoders, RNN runtimes) leaks.
@@ -310,14 +313,18 @@ def analyze(
             jobs = iter(plan.to_analyze)
             in_flight: dict[Any, TrackJob] = {}
 
+            isolated: set[str] = set()
+
+            def submit(job: TrackJob, key: str) -> None:
+                fut = client.submit(analyze_track, job, str(cat.root), cfg, key=key, pure=False)
+                in_flight[fut] = job
+                ac.add(fut)
+
             def submit_next() -> bool:
                 job = next(jobs, None)
                 if job is None:
                     return False
-                fut = client.submit(analyze_track, job, str(cat.root), cfg, key=f"analyze-{job.track_id}",
-                                    pure=False)
-                in_flight[fut] = job
-                ac.add(fut)
+                submit(job, f"analyze-{job.track_id}")
                 return True
 
             ac = as_completed()
@@ -327,6 +334,15 @@ def analyze(
             finished = 0
             for fut in ac:
                 job = in_flight.pop(fut)
+                if _killed_worker(fut) and job.track_id not in isolated:
+                    # A dying worker takes every task it holds with it, so an
+                    # innocent track can be blamed for its neighbour's crash.
+                    # Give a KilledWorker track one more, fresh try before
+                    # recording it; the culprit simply fails again.
+                    isolated.add(job.track_id)
+                    fut.release()
+                    submit(job, f"analyze-{job.track_id}-retry")
+                    continue
                 rec = _result_or_failure(fut, job, cat, cfg)
                 finished += 1
                 if rec["status"] == "ok":
@@ -358,6 +374,12 @@ def _fill_counts(summary: RunSummary, plan: Plan) -> None:
     summary.failed = len(plan.unreadable)
 
 
+def _killed_worker(fut) -> bool:
+    from distributed.scheduler import KilledWorker
+
+    return fut.status == "error" and isinstance(fut.exception(), KilledWorker)
+
+
 def _result_or_failure(fut, job: TrackJob, cat: Catalog, cfg: PipelineConfig) -> dict[str, Any]:
     """The task's record, or a failure record when the task could not return one."""
     try:
@@ -367,7 +389,7 @@ def _result_or_failure(fut, job: TrackJob, cat: Catalog, cfg: PipelineConfig) ->
 
         if isinstance(exc, KilledWorker):
             stage = "worker"
-            message = (f"the worker process died {cfg.retries + 1} time(s) while analyzing this track "
+            message = (f"the worker process died {2 * (cfg.retries + 1)} time(s) while analyzing this track "
                        "(native crash, out of memory or hard timeout); gave up")
         else:
             stage = "task"
