@@ -109,6 +109,30 @@ class Frontend:
             return mono
         return self.cached(("signal", sr), lambda: resample(mono, self.native_sample_rate_hz, sr))
 
+    # ------------------------------------------------------------------ levels
+    def rms_dbfs(self, sample_rate_hz: int | None = None) -> float:
+        """RMS level of the mono signal in dBFS (``-inf`` for digital silence or no audio).
+
+        Extractors use it for their "silent: no value" outcome, computed once per track.
+        """
+
+        def compute() -> float:
+            y = self.signal(sample_rate_hz)
+            rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
+            return 20.0 * float(np.log10(rms)) if rms > 0 else float("-inf")
+
+        return self.cached(("rms_dbfs", sample_rate_hz or self.native_sample_rate_hz), compute)
+
+    def peak_dbfs(self) -> float:
+        """Largest absolute sample over all channels at the native rate, in dBFS (``-inf`` if none)."""
+
+        def compute() -> float:
+            s = self.audio.samples
+            peak = float(np.max(np.abs(s))) if s.size else 0.0
+            return 20.0 * float(np.log10(peak)) if peak > 0 else float("-inf")
+
+        return self.cached("peak_dbfs", compute)
+
     # ------------------------------------------------------------------ spectra
     def stft(self, *, sample_rate_hz: int, n_fft: int = 2048, hop_length: int = 512) -> np.ndarray:
         """Magnitude STFT ``(1 + n_fft // 2, frames)`` of the mono signal (librosa, centred, Hann)."""

@@ -363,9 +363,7 @@ class ChordExtractor(Extractor):
         if frontend.is_empty or frontend.duration_s < MIN_DURATION_S:
             return self.empty(f"no chords: audio shorter than {MIN_DURATION_S} s")
         duration = float(frontend.duration_s)
-        y = frontend.signal(LIBROSA_SR)
-        rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
-        if rms <= 10.0 ** (p.silence_dbfs / 20.0):
+        if frontend.rms_dbfs(LIBROSA_SR) <= p.silence_dbfs:
             segs: list[Segment] = [(0.0, round(duration, 6), "N", None)]
             note = "silent: one N segment"
         else:

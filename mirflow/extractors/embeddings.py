@@ -396,8 +396,8 @@ class EmbeddingExtractor(Extractor):
                 return self._musicnn(frontend)
             return self._onnx(frontend)
 
-    def _silent(self, signal: np.ndarray) -> bool:
-        return signal.size == 0 or float(np.max(np.abs(signal))) <= 10.0 ** (self.params.silence_threshold_dbfs / 20.0)
+    def _silent(self, frontend: Any) -> bool:
+        return frontend.is_empty or frontend.peak_dbfs() <= self.params.silence_threshold_dbfs
 
     def _rows(self, track: np.ndarray, version: str, segments: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
               tags: dict[str, list[Any]] | None = None) -> Extraction:
@@ -425,9 +425,8 @@ class EmbeddingExtractor(Extractor):
         return self._rows(vec, DESCRIPTOR_VERSION, None)
 
     def _musicnn(self, frontend: Any) -> Extraction:
-        from mirflow.models import musicnn as mn
 
-        if self._silent(frontend.signal(mn.SR)):
+        if self._silent(frontend):
             return self.empty("silent: no embedding")
         try:
             net = load_musicnn()
@@ -449,7 +448,7 @@ class EmbeddingExtractor(Extractor):
         p: EmbeddingParams = self.params
         sr = p.input_sample_rate_hz
         y = frontend.signal(sr)
-        if self._silent(y):
+        if self._silent(frontend):
             return self.empty("silent: no embedding")
         model = load_onnx(p.onnx_path)
         if p.input_kind == "waveform":

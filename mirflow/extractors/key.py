@@ -346,9 +346,7 @@ class KeyExtractor(Extractor):
         brown noise at or above 0.998, whereas the CQT chroma's flatness let
         noisy music and brown noise overlap (0.98 each).
         """
-        y = frontend.signal(LIBROSA_SR)
-        rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
-        rms_db = 20.0 * np.log10(rms) if rms > 0 else -np.inf
+        rms_db = frontend.rms_dbfs(LIBROSA_SR)
         if rms_db < self.params.silence_dbfs:
             return rms_db, 1.0
         return rms_db, chroma_flatness(librosa_chroma(frontend, "stft").sum(axis=1))

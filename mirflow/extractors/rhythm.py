@@ -348,9 +348,7 @@ class RhythmExtractor(Extractor):
             return self._none("empty audio: no tempo")
         if frontend.duration_s < p.min_duration_s:
             return self._none(f"{frontend.duration_s:.1f} s is shorter than {p.min_duration_s:g} s: no tempo")
-        y = frontend.signal()
-        rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
-        if rms <= 10.0 ** (p.silence_threshold_dbfs / 20.0):
+        if frontend.rms_dbfs() <= p.silence_threshold_dbfs:
             return self._none("silent: no tempo")
         if p.backend in ("essentia", "librosa"):
             return self._from_generic(frontend, p.backend)
