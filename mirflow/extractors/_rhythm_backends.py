@@ -133,10 +133,9 @@ def madmom_track(frontend: Any, *, beats_per_bar: tuple[int, ...], min_bpm: floa
 # ------------------------------------------------------------------ essentia
 @functools.lru_cache(maxsize=4)
 def _essentia_rhythm(min_bpm: int, max_bpm: int) -> Any:
-    import essentia
-    import essentia.standard as es
+    from mirflow.extractors._essentia import essentia_standard
 
-    essentia.log.infoActive = False  # its INFO lines go to stdout, not to logging
+    es = essentia_standard()
     return es.RhythmExtractor2013(method="multifeature", minTempo=min_bpm, maxTempo=max_bpm)
 
 

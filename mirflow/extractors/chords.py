@@ -162,7 +162,9 @@ def madmom_chords(frontend: Any, model: str) -> list[Segment]:
 # -------------------------------------------------------------------- essentia
 def essentia_chords(frontend: Any, window_s: float) -> list[Segment]:
     """Essentia HPCP + ``ChordsDetection`` segments; confidence = mean chord strength."""
-    import essentia.standard as es
+    from mirflow.extractors._essentia import essentia_standard
+
+    es = essentia_standard()
 
     audio = np.ascontiguousarray(frontend.signal(MADMOM_SR), dtype=np.float32)
     frame, hop = 4096, 2048  # ChordsDetection assumes frame = 2 x hop

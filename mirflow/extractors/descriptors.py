@@ -373,7 +373,9 @@ def _essentia_tonal(mag: np.ndarray, active: np.ndarray, sr: int, n_fft: int) ->
     ``Windowing`` + ``Spectrum`` chain gives and its ``Dissonance`` and
     ``SpectralPeaks`` thresholds assume.
     """
-    import essentia.standard as es
+    from mirflow.extractors._essentia import essentia_standard
+
+    es = essentia_standard()
 
     peaks = es.SpectralPeaks(sampleRate=float(sr), minFrequency=20.0, maxFrequency=5000.0, maxPeaks=100,
                              magnitudeThreshold=1e-5, orderBy="frequency")
@@ -479,7 +481,9 @@ class DescriptorExtractor(Extractor):
         notes: list[str] = []
         if p.backend == "essentia":
             try:
-                import essentia.standard as es
+                from mirflow.extractors._essentia import essentia_standard
+
+                es = essentia_standard()
             except ImportError as exc:
                 raise ExtractionError("descriptors: backend 'essentia' needs essentia (pip install "
                                       "'mirflow[full]'); use backend: librosa for the permissive pipeline",

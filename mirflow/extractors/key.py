@@ -200,7 +200,9 @@ def _spread(best: Key, p_best: float) -> np.ndarray:
 
 def essentia_key_probabilities(frontend: Any, profile: str) -> np.ndarray:
     """24 pseudo-probabilities from Essentia's ``KeyExtractor``: its strength on its key, the rest spread."""
-    import essentia.standard as es
+    from mirflow.extractors._essentia import essentia_standard
+
+    es = essentia_standard()
 
     from mirflow.labels import parse_key
 
