@@ -190,3 +190,30 @@ def test_cli_query_and_doctor(tmp_path, good_audio):
     bad = subprocess.run([sys.executable, "-m", "mirflow", "analyze", str(music), "--catalog", str(catalog),
                           "--pipeline", "no-such-pipeline"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no pipeline named" in bad.stderr
+
+
+def test_embeddings_bit_identical_across_runs_and_worker_counts(tmp_path):
+    """Same files, same vectors, bit for bit, whether analyzed by 1 or 2 worker processes."""
+    from mirflow.synth import make_demo_catalog
+
+    make_demo_catalog(tmp_path / "corpus", n=3, seed=4, duration_s=(8.0, 8.0))
+    pipeline = tmp_path / "emb.yaml"
+    pipeline.write_text(
+        "name: emb\nextractors:\n"
+        "  - {name: embeddings, params: {model: musicnn}}\n"
+        "  - {name: embeddings, params: {model: descriptor}}\n"
+    )
+    vectors = []
+    for workers in (1, 2):
+        catalog = tmp_path / f"cat{workers}"
+        summary, _ = analyze([tmp_path / "corpus"], catalog, pipeline=str(pipeline),
+                             cluster=ClusterOptions(workers=workers, dashboard=False, worker_lifetime=None))
+        assert summary.analyzed == 3 and summary.failed == 0
+        con = duckdb.connect()
+        rows = con.execute(
+            f"select model, track_id, embedding from read_parquet('{catalog}/embeddings/**/*.parquet') "
+            "order by model, track_id"
+        ).fetchall()
+        assert {m for m, _, _ in rows} == {"musicnn-msd", "descriptor"}
+        vectors.append([(m, t, tuple(e)) for m, t, e in rows])
+    assert vectors[0] == vectors[1]
