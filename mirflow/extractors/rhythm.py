@@ -69,6 +69,7 @@ from mirflow.extractors._rhythm_backends import (
 )
 from mirflow.extractors._rhythm_features import (
     FEATURE_FPS,
+    chroma_flux,
     estimate_meter,
     metrical_salience,
     onset_features,
@@ -90,6 +91,9 @@ log = logging.getLogger(__name__)
 ONSET_PERIODICITY_SCALE = 0.15 / 0.18  # an onset threshold of 0.15 at the default min_periodicity
 NOISY_CHROMA = 0.6
 STEADY_PERIODICITY = 0.03
+#: ...unless its harmony moves: legato organ chorales also have onset
+#: periodicity below 0.03 but a chroma flux of 0.10-0.14 (a steady tone: 0.0003).
+STEADY_CHROMA_FLUX = 0.02
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,7 +337,7 @@ class RhythmExtractor(Extractor):
     """
 
     name = "rhythm"
-    version = "2"
+    version = "3"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")
@@ -464,8 +468,8 @@ class RhythmExtractor(Extractor):
         # chorales down to 0.06) separates noise from music; periodicity and
         # noisiness together do: noise is periodic below 0.15 *and* has flat
         # chroma, a steady tone has no onsets at all.
-        if strength < STEADY_PERIODICITY or (
-                strength < p.min_periodicity * ONSET_PERIODICITY_SCALE and feats.noisiness > NOISY_CHROMA):
+        steady = strength < STEADY_PERIODICITY and chroma_flux(feats.chroma) < STEADY_CHROMA_FLUX
+        if steady or (strength < p.min_periodicity * ONSET_PERIODICITY_SCALE and feats.noisiness > NOISY_CHROMA):
             return self._none(f"onset envelope not periodic (strength {strength:.2f}, noisiness "
                               f"{feats.noisiness:.2f}): no tempo")
         if backend == "essentia":
