@@ -41,31 +41,10 @@ TAG_TOL = 1e-4
 PENULTIMATE_TOL = 1e-3
 
 
-def make_signals() -> dict[str, tuple[np.ndarray, float | None]]:
-    """Identical copy of ``make_signals`` in fixtures/make_musicnn_reference.py."""
-    t = np.arange(10 * SR) / SR
-    chord = np.zeros_like(t)
-    for f0, amp in ((220.0, 0.20), (261.63, 0.15), (329.63, 0.15), (440.0, 0.08)):
-        for h in range(1, 5):
-            chord += amp / h * np.sin(2 * np.pi * f0 * h * t)
-    clicks = np.zeros_like(t)
-    for onset in np.arange(0.0, 10.0, 0.5):
-        i = int(onset * SR)
-        n = np.arange(min(800, len(t) - i))
-        clicks[i : i + n.size] += 0.5 * np.exp(-n / 80.0) * np.sin(2 * np.pi * 2500 * n / SR)
-    chord_clicks = (chord + clicks).astype(np.float32)
-
-    rng = np.random.Generator(np.random.PCG64(12345))
-    u = rng.random(8 * SR)
-    env = 0.2 + 0.15 * np.sin(2 * np.pi * 0.25 * np.arange(8 * SR) / SR)
-    noise = ((2.0 * u - 1.0) * env).astype(np.float32)
-
-    t5 = np.arange(5 * SR) / SR
-    k = np.log(6000.0 / 60.0) / 5.0
-    sweep = (0.9 * np.sin(2 * np.pi * 60.0 * (np.exp(k * t5) - 1.0) / k)).astype(np.float32)
-
-    return {"chord_clicks": (chord_clicks, None), "noise": (noise, 1.0), "sweep": (sweep, None)}
-
+# One definition of the test signals: the script that made the fixture (it
+# imports only numpy at module level, TensorFlow inside its main()).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from make_musicnn_reference import make_signals  # noqa: E402
 
 SIGNALS = ("chord_clicks", "noise", "sweep")
 
