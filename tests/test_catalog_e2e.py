@@ -217,3 +217,18 @@ def test_embeddings_bit_identical_across_runs_and_worker_counts(tmp_path):
         assert {m for m, _, _ in rows} == {"musicnn-msd", "descriptor"}
         vectors.append([(m, t, tuple(e)) for m, t, e in rows])
     assert vectors[0] == vectors[1]
+
+
+def test_existing_scheduler_address(tmp_path, good_audio):
+    """--scheduler: run on a cluster someone else started (here a LocalCluster of 2 processes)."""
+    from distributed import LocalCluster
+
+    music = next(iter(good_audio.values())).parent
+    pipeline = tmp_path / "light.yaml"
+    pipeline.write_text("name: light\nextractors: [metadata, {name: loudness, params: {backend: pyloudnorm}}]\n")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        summary, _ = analyze([music], tmp_path / "cat", pipeline=str(pipeline),
+                             cluster=ClusterOptions(scheduler=cluster.scheduler_address, dashboard=False),
+                             limit=2)
+        assert summary.analyzed == 2 and summary.failed == 0
+        assert len(cluster.scheduler.workers) == 2  # the run did not stop the cluster it was given
