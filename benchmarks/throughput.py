@@ -10,14 +10,23 @@ from mirflow.synth.
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import tempfile
-import time
-from pathlib import Path
+import os
 
-from mirflow.pipeline import load_pipeline
-from mirflow.pipeline.runner import ClusterOptions, analyze
+# The in-process anchor must run on one core like each worker does: limit
+# BLAS/OpenMP/FFT threads before numpy and friends are imported.
+from mirflow._env import THREAD_ENV  # noqa: E402  (imports no numerical library)
+
+for _key, _value in THREAD_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mirflow.pipeline import load_pipeline  # noqa: E402
+from mirflow.pipeline.runner import ClusterOptions, analyze  # noqa: E402
 
 
 def _corpus(root: Path, n: int, seconds: float) -> list[Path]:
@@ -49,6 +58,9 @@ def main() -> None:
     ap.add_argument("--pipeline", default="default")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     tmp = Path(tempfile.mkdtemp(prefix="mirflow-bench-"))
     try:
         files = _corpus(tmp / "audio", args.tracks, args.seconds)

@@ -94,19 +94,21 @@ def hash_paths(paths: list[str], catalog_root: str, pipeline: PipelineConfig) ->
 def warm_up(pipeline: PipelineConfig) -> float:
     """Import backends and load models in this worker before the first track.
 
-    Runs every extractor once on two seconds of quiet noise so that imports,
+    Runs every extractor once on a few bars of generated music so that imports,
     numba compilation and model loading happen once per worker, up front,
     rather than inside the first track's time budget. Failures are only
     logged: the real tracks will report them properly.
     """
-    import numpy as np
-
     prepare_process()
     from mirflow.frontend import Frontend
+    from mirflow.synth import TrackSpec, render_spec
 
     started = time.perf_counter()
-    noise = np.random.default_rng(0).standard_normal(2 * 44100).astype(np.float32) * 0.01
-    frontend = Frontend.from_array(noise, 44100)
+    # A few bars of generated music rather than noise, so that every
+    # extractor runs its whole path (noise ends early with "no tempo/no key"
+    # and would leave the beat tracker's and key model's loading to track 1).
+    spec = TrackSpec(tempo_bpm=120.0, meter=4, n_bars=4, drums=True, backend="numpy", seed=0)
+    frontend = Frontend.from_array(render_spec(spec), spec.sample_rate_hz)
     for ex in pipeline.extractors:
         try:
             ex.extract(frontend)

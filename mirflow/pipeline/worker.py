@@ -19,19 +19,11 @@ from pathlib import Path
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-log = logging.getLogger(__name__)
+from mirflow._env import THREAD_ENV
 
-#: Environment set in every worker process before it starts.
-THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-    "VECLIB_MAXIMUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "MALLOC_TRIM_THRESHOLD_": "65536",
-}
+__all__ = ["THREAD_ENV", "WorkerSetup", "numba_cache_dir", "prepare_process"]
+
+log = logging.getLogger(__name__)
 
 _prepared = False
 
