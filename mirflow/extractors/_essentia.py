@@ -6,13 +6,16 @@ in a pipeline of thousands of tracks that is noise in every worker log.
 
 from __future__ import annotations
 
-import functools
 from types import ModuleType
 
 
-@functools.cache
 def essentia_standard() -> ModuleType:
-    """``essentia.standard`` with essentia's own info/warning logging off."""
+    """``essentia.standard`` with essentia's own info/warning logging off.
+
+    Not cached here: the import system already caches modules, and going
+    through it each time keeps "essentia is not installed" a plain
+    ImportError that callers turn into a clear message.
+    """
     import essentia
 
     essentia.log.infoActive = False
