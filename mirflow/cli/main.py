@@ -176,6 +176,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sel = ", ".join("regexp_replace(path, '.*/', '') as file" if c == "path" else c for c in cols)
     print()
     print(con.sql(f"select {sel} from tracks order by path limit 8").df().to_string(index=False))
+    truth = audio / "truth.jsonl"
+    if truth.exists() and summary.analyzed + summary.skipped > 0:
+        from mirflow.evaluate import evaluate
+
+        _, overall = evaluate(catalog, truth)
+        print("\nAgainst the generated ground truth (mir_eval): "
+              + ", ".join(f"{name} {overall[key]:.2f}" for key, name in (
+                  ("key_weighted", "key"), ("tempo_acc1", "tempo Acc1"), ("tempo_acc2", "Acc2"),
+                  ("beat_f", "beat F"), ("chord_majmin", "chord majmin WCSR")) if overall.get(key) is not None))
     print(f"\nThe catalog is in {catalog.resolve()}. Try:\n"
           f"  mirflow query {catalog} \"select key, count(*) from tracks group by key\"")
     if args.plots:
