@@ -210,8 +210,10 @@ def _pip_download(dest: Path) -> Path:
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", f"musicnn=={MUSICNN_VERSION}", "-d", os.fspath(dest),
     ]  # fmt: skip
-    log.info(
-        "fetching musicnn %s (~29 MB) from the Python package index for its pretrained weights",
+    # A warning, not info: a first run that downloads should say so by default.
+    log.warning(
+        "musicnn weights not installed: fetching musicnn %s (~29 MB) from the Python package index "
+        "(install ahead with `mirflow models install musicnn`)",
         MUSICNN_VERSION,
     )
     try:
