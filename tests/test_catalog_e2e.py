@@ -187,6 +187,12 @@ def test_cli_query_and_doctor(tmp_path, good_audio):
     q = subprocess.run([sys.executable, "-m", "mirflow", "query", str(catalog),
                         "select count(*) as n from tracks"], capture_output=True, text=True, timeout=120)
     assert q.returncode == 0 and q.stdout.split()[-1] == "2"
+    p = subprocess.run([sys.executable, "-m", "mirflow", "plot", str(catalog), "--out", str(tmp_path / "plots")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    pngs = sorted(f.name for f in (tmp_path / "plots").glob("*.png"))
+    assert {"tempo.png", "keys.png", "loudness.png"} <= set(pngs)
+    assert all((tmp_path / "plots" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
     bad = subprocess.run([sys.executable, "-m", "mirflow", "analyze", str(music), "--catalog", str(catalog),
                           "--pipeline", "no-such-pipeline"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no pipeline named" in bad.stderr

