@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mirflow.extractors._dsp import unbiased_autocovariance
+
 log = logging.getLogger(__name__)
 
 #: Analysis rate and hop of the shared spectrogram the generic features use.
@@ -123,18 +125,9 @@ def autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
     Returns zeros when ``x`` is constant (silence), so that callers read "no
     periodicity" rather than dividing by zero.
     """
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x.mean()
-    n = x.size
-    max_lag = int(min(max_lag, n - 1))
-    if n < 2 or max_lag < 1:
-        return np.zeros(max(max_lag, 0) + 1)
-    nfft = 1 << int(np.ceil(np.log2(2 * n)))
-    spec = np.fft.rfft(x, nfft)
-    r = np.fft.irfft(spec * np.conj(spec), nfft)[: max_lag + 1]
+    r = unbiased_autocovariance(x, max_lag)
     if r[0] <= 1e-12:
-        return np.zeros(max_lag + 1)
-    r = r / (n - np.arange(max_lag + 1))  # unbiased: long lags are not penalised
+        return np.zeros(r.size)
     return r / r[0]
 
 

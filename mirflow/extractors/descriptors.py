@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from mirflow.errors import ExtractionError
+from mirflow.extractors._dsp import unbiased_autocovariance
 from mirflow.extractors.base import Extraction, Extractor, Params, param
 
 log = logging.getLogger(__name__)
@@ -262,10 +263,7 @@ def pulse(features: FrameFeatures) -> tuple[float, float | None]:
     hi = int(math.floor(PULSE_LAG_S[1] * features.frame_rate_hz))
     if n <= hi + 1 or not np.any(env):
         return 0.0, None
-    size = 1 << int(math.ceil(math.log2(2 * n)))
-    spec = np.fft.rfft(env, size)
-    ac = np.fft.irfft(spec * np.conj(spec), size)[: hi + 1]
-    ac = ac / (n - np.arange(hi + 1))
+    ac = unbiased_autocovariance(env, hi)
     if ac[0] <= 0:
         return 0.0, None
     ac = ac / max(ac[0], PULSE_VARIANCE_FLOOR_DB2)
