@@ -42,8 +42,7 @@ def _conforms(ex, out: Extraction) -> None:
         data = {"track_id": ["t" * 32] * n, **rows}
         if not rows:
             continue
-        sizes = {c.name: len(data[c.name][0]) for c in table_schema(table).columns
-                 if c.type.endswith("[]") and n}
+        sizes = table_schema(table).sizes_of(data)
         conform(table, data, sizes=sizes)
     for value in out.columns.values():
         if isinstance(value, float):

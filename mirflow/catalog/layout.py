@@ -145,8 +145,7 @@ class Catalog:
         base = self.table_dir(table) if partition is None else self.table_dir(table) / partition
         files = sorted(base.rglob("*.parquet")) if base.is_dir() else []
         if not files:
-            schema = spec.arrow(sizes={c.name: 1 for c in spec.columns if c.type.endswith("[]")})
-            empty = schema.empty_table()
+            empty = spec.empty_table()
             return empty.select(columns) if columns else empty
         tables = [pq.read_table(f, columns=columns) for f in files]
         return pa.concat_tables(tables, promote_options="default")

@@ -70,6 +70,11 @@ class ColumnSpec:
     unit: str | None = None
     description: str = ""
 
+    @property
+    def sized_per_file(self) -> bool:
+        """A ``T[]`` column: a fixed-size list whose size is fixed per file (e.g. an embedding)."""
+        return self.type.endswith("[]")
+
 
 @dataclass(frozen=True)
 class TableSchema:
@@ -93,6 +98,19 @@ class TableSchema:
             if c.name == name:
                 return c
         raise SchemaError(f"table {self.table!r} has no column {name!r}")
+
+    def sizes_of(self, data: Mapping[str, Any]) -> dict[str, int]:
+        """Sizes of the ``T[]`` columns, read off the first row of ``data`` (1 when it is empty)."""
+        out = {}
+        for c in self.columns:
+            if c.sized_per_file:
+                values = data.get(c.name) if hasattr(data, "get") else None
+                out[c.name] = len(values[0]) if values is not None and len(values) else 1
+        return out
+
+    def empty_table(self) -> pa.Table:
+        """A table with no rows and this schema (``T[]`` columns of size 1)."""
+        return self.arrow(sizes=self.sizes_of({})).empty_table()
 
     def arrow(self, *, sizes: Mapping[str, int] | None = None) -> pa.Schema:
         """The pyarrow schema; ``sizes`` fixes ``T[]`` columns (e.g. embedding dims)."""

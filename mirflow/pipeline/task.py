@@ -145,18 +145,25 @@ class _Watchdog:
         self._timer.cancel()
 
 
-def _lineage(pipeline: PipelineConfig, decoder: str | None) -> str:
-    import numpy
-    import pyarrow
+_LINEAGE: dict[tuple[str, str | None], str] = {}
 
-    return json.dumps({
-        "pipeline": pipeline.name,
-        "pipeline_version": pipeline.fingerprint,
-        "decoder": decoder,
-        "resampler": "soxr HQ",
-        "libraries": {"numpy": numpy.__version__, "pyarrow": pyarrow.__version__},
-        "extractors": [e.lineage() for e in pipeline.extractors],
-    }, sort_keys=True, default=str)
+
+def _lineage(pipeline: PipelineConfig, decoder: str | None) -> str:
+    """The lineage JSON of a track; the same for every track of a pipeline, so built once per worker."""
+    key = (pipeline.fingerprint, decoder)
+    if key not in _LINEAGE:
+        import numpy
+        import pyarrow
+
+        _LINEAGE[key] = json.dumps({
+            "pipeline": pipeline.name,
+            "pipeline_version": pipeline.fingerprint,
+            "decoder": decoder,
+            "resampler": "soxr HQ",
+            "libraries": {"numpy": numpy.__version__, "pyarrow": pyarrow.__version__},
+            "extractors": [e.lineage() for e in pipeline.extractors],
+        }, sort_keys=True, default=str)
+    return _LINEAGE[key]
 
 
 def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) -> dict[str, Any]:
@@ -256,22 +263,14 @@ def _write_long_table(catalog: Catalog, table: str, track_id: str, rows: dict[st
         if n == 0:
             catalog.remove_part(table, track_id)
             return
-        catalog.write_part(table, track_id, conform(table, data, sizes=_fixed_sizes(spec, data)))
+        catalog.write_part(table, track_id, conform(table, data, sizes=spec.sizes_of(data)))
         return
     # One folder per partition value (e.g. per embedding model: one dimension per folder).
     values = data.get(spec.partition_by, []) if n else []
     for part in sorted(set(values)):
         idx = [i for i, v in enumerate(values) if v == part]
         sub = {c: [vals[i] for i in idx] for c, vals in data.items()}
-        catalog.write_part(table, track_id, conform(table, sub, sizes=_fixed_sizes(spec, sub)), partition=str(part))
+        catalog.write_part(table, track_id, conform(table, sub, sizes=spec.sizes_of(sub)), partition=str(part))
     for stale in set(catalog.partitions(table)) - {str(v) for v in values}:
         catalog.remove_part(table, track_id, partition=stale)
 
-
-def _fixed_sizes(spec, data: dict[str, list[Any]]) -> dict[str, int]:
-    sizes = {}
-    for c in spec.columns:
-        if c.type.endswith("[]"):
-            vals = data.get(c.name) or []
-            sizes[c.name] = len(vals[0]) if vals else 1
-    return sizes

@@ -56,7 +56,7 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
         for part in parts:
             view = f"{name}_{_ident(part)}"
             con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{_esc(cat.glob(name, part))}')")
-            cols = ", ".join(f"{c.name}::FLOAT[] AS {c.name}" if c.type.endswith("[]") else c.name
+            cols = ", ".join(f"{c.name}::FLOAT[] AS {c.name}" if c.sized_per_file else c.name
                              for c in spec.columns)
             selects.append(f"SELECT {cols} FROM {view}")
         if selects:
@@ -72,7 +72,7 @@ def _esc(text: str) -> str:
 
 def _empty_view(con: duckdb.DuckDBPyConnection, name: str) -> None:
     spec = table_schema(name)
-    empty = spec.arrow(sizes={c.name: 1 for c in spec.columns if c.type.endswith("[]")}).empty_table()
+    empty = spec.empty_table()
     con.register(f"_empty_{name}", empty)
     con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _empty_{name}")
 
