@@ -189,24 +189,19 @@ def normalize_key(label: Any) -> str | None:
 
 def _chord_list(value: Any) -> list[tuple[float, float, str]] | None:
     """``[[start, end, label], …]`` (list or JSON text) as a list of triples; ``None`` when absent."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _is_missing(value):
         return None
     if isinstance(value, str):
-        value = value.strip()
-        if not value:
-            return None
         value = json.loads(value)
     return [(float(s), float(e), str(lab)) for s, e, lab in value]
 
 
 def _beat_array(value: Any) -> np.ndarray | None:
     """Beat times from a list (numbers, or ``[time, position]`` pairs) or text; ``None`` when absent."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _is_missing(value):
         return None
     if isinstance(value, str):
         value = value.strip()
-        if not value:
-            return None
         value = json.loads(value) if value.startswith("[") else value.replace(",", " ").replace(";", " ").split()
     times = [float(v[0]) if isinstance(v, (list, tuple)) else float(v) for v in value]
     return np.sort(np.asarray(times, dtype=float))
