@@ -8,6 +8,7 @@ columns and tables they emit are declared in ``schemas/``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -51,7 +52,7 @@ class PipelineConfig:
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         payload = {
             "name": self.name,
