@@ -6,9 +6,19 @@ MP3 round trip), runs every ``rhythm`` backend on each, and prints tempo
 Accuracy1/Accuracy2 (4 % tolerance; Acc2 also accepts x2, x1/2, x3, x1/3),
 beat F-measure, downbeat F-measure, meter accuracy and seconds per track.
 
+``--corpus TRUTH.jsonl`` scores an already rendered corpus instead (for
+example the one ``benchmarks/accuracy.py`` renders; downbeats and meter are
+then not scored, its truth has no bars). ``--levels`` also prints, per track,
+the evidence the ``ensemble`` backend weighs when it chooses the metrical
+level of madmom's tracked beats (:func:`~mirflow.extractors.rhythm.decide_three_two`,
+then :func:`~mirflow.extractors.rhythm.decide_octave`): the figures its
+thresholds were set from.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/rhythm_backends.py --n 40 --seed 3
+    OMP_NUM_THREADS=1 python benchmarks/rhythm_backends.py --backends ensemble --levels \\
+        --corpus bench-accuracy/corpus-n150-seed0/truth.jsonl
 """
 
 from __future__ import annotations
@@ -25,7 +35,11 @@ import mir_eval
 import numpy as np
 import soundfile as sf
 
-from mirflow.extractors.rhythm import RhythmExtractor
+from mirflow.audio import decode
+from mirflow.evaluate import load_truth
+from mirflow.extractors._rhythm_backends import madmom_activations, madmom_track
+from mirflow.extractors._rhythm_features import onset_features
+from mirflow.extractors.rhythm import RhythmExtractor, decide_three_two, fitted_bpm
 from mirflow.frontend import Frontend
 from mirflow.synth import (
     find_chorales,
@@ -56,6 +70,32 @@ def f_measure(ref: np.ndarray, est: np.ndarray) -> float:
     return float(mir_eval.beat.f_measure(ref, est))
 
 
+def level_evidence(fe: Frontend, ref_bpm: float) -> str:
+    """madmom's tracked level against the truth, and the 3:2 evidence the ensemble weighs."""
+    ex = RhythmExtractor().params
+    act = madmom_activations(fe)
+    track = madmom_track(fe, beats_per_bar=ex.beats_per_bar, min_bpm=ex.min_bpm, max_bpm=ex.max_bpm)
+    tempo = fitted_bpm(track.beats) if track.beats.size >= 2 else None
+    if tempo is None:
+        return "levels: no tracked tempo"
+    feats = onset_features(fe)
+    three_two = decide_three_two(act, track.beats, low_onsets=feats.low, broad_onsets=feats.broad,
+                                 onset_fps=feats.fps)
+    return (f"levels: tracked {tempo / ref_bpm:.3f}x in {track.meter}/4 | 3:2 weakest "
+            f"{three_two.weakest:.2f} support {three_two.support:.2f} p {three_two.p_error:.2f}")
+
+
+class _CorpusTruth:
+    """A rendered corpus's truth record, shaped like ``truth_from_spec`` output (no bars)."""
+
+    def __init__(self, record, duration_s: float) -> None:
+        self.beats = record.beats if record.beats is not None else np.array([])
+        self.beat_in_bar = np.full(self.beats.size, -1)
+        self.meter = None
+        self.tempo_bpm = record.tempo
+        self.duration_s = duration_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=40)
@@ -66,6 +106,9 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--chorales", type=int, default=0, help="also score this many Bach chorales (music21)")
     ap.add_argument("--cache", default="/tmp/mirflow_rhythm_bench")
+    ap.add_argument("--corpus", help="score this rendered corpus (truth.jsonl) instead of generating tracks")
+    ap.add_argument("--levels", action="store_true",
+                    help="print the ensemble's metrical-level evidence for every track")
     args = ap.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     for noisy in ("numba", "matplotlib", "mirflow.synth"):
@@ -87,7 +130,20 @@ def main() -> None:
     for ex in extractors.values():
         ex.extract(warm)
 
+    def corpus_items():
+        for record in load_truth(args.corpus):
+            path = Path(record.path)
+            if not path.is_absolute():
+                path = Path(args.corpus).parent / path
+            audio = decode(path)  # mirflow's decoder: the corpus holds mp3, ogg and flac too
+            y, sr = audio.samples, audio.sample_rate_hz
+            yield ("chorale" if "chorale" in path.name else "synth"), path.name, y, sr, \
+                _CorpusTruth(record, len(y) / sr)
+
     def items():
+        if args.corpus:
+            yield from corpus_items()
+            return
         for spec in specs:
             # keyed by the spec itself: the generator's recipes may change between runs
             digest = hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -117,11 +173,13 @@ def main() -> None:
         ref_down = ref_beats[ref_pos == 1]
         ref_meter = truth.meter
         line = [label]
+        notes: dict[str, tuple[str, ...]] = {}
         for b, ex in extractors.items():
             fe = Frontend.from_array(y, sr)
             t0 = time.perf_counter()
             out = ex.extract(fe)
             dt = time.perf_counter() - t0
+            notes[b] = out.notes
             cols = out.columns
             est_beats = np.asarray(out.tables["beats"].get("time_s", []), dtype=float)
             pos = out.tables["beats"].get("beat_in_bar", [])
@@ -131,25 +189,32 @@ def main() -> None:
             s["acc1"].append(a1)
             s["acc2"].append(a2)
             s["beat_f"].append(f_measure(ref_beats, est_beats))
-            s["down_f"].append(f_measure(ref_down, est_down) if est_down.size else 0.0)
-            s["meter"].append(cols["meter"] == ref_meter)
+            if ref_meter is not None:  # a corpus's truth has no bars
+                s["down_f"].append(f_measure(ref_down, est_down) if est_down.size else 0.0)
+                s["meter"].append(cols["meter"] == ref_meter)
             s["seconds"].append(dt / max(truth.duration_s, 1e-9) * 20.0)
             tb = cols["tempo_bpm"]
             line.append(f"{b[:4]}={tb:6.1f}" if tb else f"{b[:4]}=  None")
             if not a1:
                 line[-1] += "*"
+        if args.levels:
+            line.append(level_evidence(Frontend.from_array(y, sr), truth.tempo_bpm))
+            if "ensemble" in notes:  # what the ensemble decided, octave evidence included
+                line.append(f"| {'; '.join(notes['ensemble'])}")
         print(" ".join(line), flush=True)
 
     for group in ("synth", "chorale"):
         if (group, backends[0]) not in scores:
             continue
         n = len(scores[(group, backends[0])]["acc1"])
-        print(f"\n{group}: {n} tracks (seed {args.seed}); seconds per 20 s of audio")
+        source = args.corpus or f"seed {args.seed}"
+        print(f"\n{group}: {n} tracks ({source}); seconds per 20 s of audio")
         print(f"{'backend':10s} {'Acc1':>6s} {'Acc2':>6s} {'beatF':>6s} {'downF':>6s} {'meter':>6s} {'s/track':>8s}")
         for b in backends:
             s = scores[(group, b)]
             print(f"{b:10s} {np.mean(s['acc1']):6.3f} {np.mean(s['acc2']):6.3f} {np.mean(s['beat_f']):6.3f} "
-                  f"{np.mean(s['down_f']):6.3f} {np.mean(s['meter']):6.3f} {np.mean(s['seconds']):8.3f}")
+                  f"{np.mean(s['down_f']) if s['down_f'] else np.nan:6.3f} "
+                  f"{np.mean(s['meter']) if s['meter'] else np.nan:6.3f} {np.mean(s['seconds']):8.3f}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,16 @@ import pytest
 
 from mirflow.errors import ParameterError
 from mirflow.extractors import registry
-from mirflow.extractors.rhythm import RhythmExtractor, decide_octave, fitted_bpm
+from mirflow.extractors._rhythm_backends import _madmom_rnn, downbeat_features, madmom_track
+from mirflow.extractors.rhythm import (
+    RhythmExtractor,
+    decide_octave,
+    decide_three_two,
+    fitted_bpm,
+    three_two_beats,
+)
 from mirflow.frontend import Frontend
-from mirflow.synth import TrackSpec, render_spec, truth_from_spec
+from mirflow.synth import TrackSpec, fluidsynth_available, render_spec, truth_from_spec
 
 SR = 44100
 
@@ -180,3 +187,72 @@ def test_octave_decision_on_constructed_activations():
     slow = beats[::2]  # tracked at 60 BPM
     assert decide_octave(act, slow, None, 4, 60.0, 55.0, 215.0).factor == 2.0
     assert fitted_bpm(np.arange(30) * 0.5 + 0.25) == pytest.approx(120.0)
+
+
+def test_three_two_decision_on_constructed_activations():
+    real = np.arange(0.6, 14.0, 0.6)          # the beats of a 100 BPM piece
+    tracked = np.arange(0.6, 14.0, 0.4)       # a tracker 3:2 too fast (150 BPM)
+    act = np.zeros((1500, 2))
+    onsets = np.zeros(1500)
+    eighths = np.arange(0.6, 14.0, 0.3)
+    onsets[np.round(eighths * 100).astype(int)] = 0.6
+    onsets[np.round(real * 100).astype(int)] = 1.0
+    # the RNN sees the real beats and, weaker, the tracked beats half-way between two of them
+    act[np.round(real * 100).astype(int), 0] = 0.8
+    act[np.round(tracked[1::3] * 100).astype(int), 0] = 0.4
+    decision = decide_three_two(act, tracked, broad_onsets=onsets, onset_fps=100.0)
+    assert decision.correct and decision.p_error > 0.9 and decision.weakest < 0.05
+    corrected = three_two_beats(tracked, decision.phase)
+    assert fitted_bpm(corrected) == pytest.approx(100.0, rel=0.01)
+    assert np.isin(np.round(corrected, 3), np.round(real, 3)).mean() > 0.95
+    # a real 3/4 whose third beats are quieter (0.4 of the others) keeps its grid
+    waltz = np.zeros((1500, 2))
+    frames = np.round(tracked * 100).astype(int)
+    waltz[frames, 0] = 0.8
+    waltz[frames[2::3], 0] = 0.32
+    assert not decide_three_two(waltz, tracked, broad_onsets=onsets, onset_fps=100.0).correct
+    # a weak tracked beat without onsets half-way to its neighbour is no reason to move the grid
+    quiet = np.zeros(1500)
+    quiet[frames] = 1.0
+    assert not decide_three_two(act, tracked, broad_onsets=quiet, onset_fps=100.0).correct
+    # too few beats for the check
+    assert not decide_three_two(act, tracked[:5]).correct
+
+
+@pytest.mark.skipif(not fluidsynth_available(), reason="needs FluidSynth and a General MIDI soundfont")
+def test_three_two_error_of_the_downbeat_tracker_is_corrected():
+    """A slow arpeggiated choir piece that madmom's downbeat tracker follows 3:2 too fast.
+
+    The spec is track 13 of the accuracy corpus (``benchmarks/accuracy.py``,
+    seed 0), shortened to 6 bars and without its MP3 round trip.
+    """
+    spec = TrackSpec(tempo_bpm=100.26, meter=4, tonic=7, mode="minor", n_bars=6,
+                     progression=("i", "III", "iv", "V"), comping="arpeggio", drums=False, program=52,
+                     bass=True, melody=False, bass_program=33, seed=783384730, backend="fluidsynth",
+                     sample_rate_hz=SR, lead_in_s=0.308, tail_s=1.0)
+    y = render_spec(spec)
+    fe = Frontend.from_array(y, SR)
+    tracked = madmom_track(fe, beats_per_bar=(3, 4), min_bpm=55.0, max_bpm=215.0)
+    assert fitted_bpm(tracked.beats) == pytest.approx(1.5 * spec.tempo_bpm, rel=0.04)  # the error
+    out = RhythmExtractor().extract(fe)
+    assert out.columns["tempo_bpm"] == pytest.approx(spec.tempo_bpm, rel=0.04)
+    assert "3:2" in " ".join(out.notes)
+    truth = truth_from_spec(spec, path="generated.wav", channels=1 if y.ndim == 1 else y.shape[1])
+    ref = mir_eval.beat.trim_beats(np.asarray(truth.beats))
+    est = mir_eval.beat.trim_beats(np.asarray(out.tables["beats"]["time_s"]))
+    assert mir_eval.beat.f_measure(ref, est) >= 0.9
+
+
+def test_downbeat_features_equal_madmoms_preprocessing(tracks):
+    """The vectorised front-end feeds madmom's RNN exactly what madmom's own chain computes."""
+    from madmom.audio.signal import Signal
+
+    _, y, _, _ = tracks[1]
+    mono = np.ascontiguousarray(y if y.ndim == 1 else y.mean(axis=1), dtype=np.float32)[: 6 * SR]
+    reference = _madmom_rnn().processors[0](Signal(mono, sample_rate=SR, num_channels=1))
+    ours = downbeat_features(mono, block_frames=97)  # blocks that do not divide the frame count
+    assert ours.shape == reference.shape and ours.dtype == np.float32
+    # same dtypes and FFT; the filterbank product may round in another order (1 ulp)
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_madmom_rnn()(Signal(mono, sample_rate=SR, num_channels=1)),
+                               np.asarray(_madmom_rnn().processors[1](ours))[:, 1:], atol=1e-4)
