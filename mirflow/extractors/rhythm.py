@@ -475,7 +475,7 @@ class RhythmExtractor(Extractor):
     """
 
     name = "rhythm"
-    version = "3"
+    version = "4"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")

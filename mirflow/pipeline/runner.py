@@ -267,7 +267,7 @@ def analyze(
             summary.dashboard = client.dashboard_link if opts.dashboard else None
             if summary.dashboard and on_dashboard:
                 on_dashboard(summary.dashboard)
-            log.info("Dask dashboard: %s", summary.dashboard)
+            log.info("Dask dashboard: %s", summary.dashboard or "off")
             # ---- stage 1: hash (reusing hashes of unchanged files)
             known = cat.known_files()
             hashed, to_hash = [], []
