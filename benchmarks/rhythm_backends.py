@@ -174,8 +174,9 @@ def main() -> None:
         ref_meter = truth.meter
         line = [label]
         notes: dict[str, tuple[str, ...]] = {}
+        frontends: dict[str, Frontend] = {}
         for b, ex in extractors.items():
-            fe = Frontend.from_array(y, sr)
+            fe = frontends[b] = Frontend.from_array(y, sr)
             t0 = time.perf_counter()
             out = ex.extract(fe)
             dt = time.perf_counter() - t0
@@ -198,7 +199,8 @@ def main() -> None:
             if not a1:
                 line[-1] += "*"
         if args.levels:
-            line.append(level_evidence(Frontend.from_array(y, sr), truth.tempo_bpm))
+            # the ensemble's frontend, where it exists, already holds the RNN's activations
+            line.append(level_evidence(frontends.get("ensemble") or Frontend.from_array(y, sr), truth.tempo_bpm))
             if "ensemble" in notes:  # what the ensemble decided, octave evidence included
                 line.append(f"| {'; '.join(notes['ensemble'])}")
         print(" ".join(line), flush=True)

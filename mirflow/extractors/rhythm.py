@@ -557,8 +557,7 @@ class RhythmExtractor(Extractor):
         notes = []
         if three_two.correct and tempo * 2.0 / 3.0 >= p.min_bpm:
             beats = three_two_beats(beats, three_two.phase)
-            est = estimate_meter(feats, beats, p.beats_per_bar)
-            meter, positions = (est.meter, np.asarray(est.beat_in_bar(beats.size))) if est else (None, None)
+            meter, positions = self._estimated_meter(feats, beats)
             tempo = fitted_bpm(beats) or tempo * 2.0 / 3.0
             p_level = three_two.p_error
             notes.append(f"{three_two.reason}: 3:2 grid")
@@ -569,11 +568,7 @@ class RhythmExtractor(Extractor):
         notes.append(decision.reason)
         if decision.factor == 0.5:
             beats = _halve_beats(beats, act)
-            est = estimate_meter(feats, beats, p.beats_per_bar)
-            if est is not None:
-                meter, positions = est.meter, np.asarray(est.beat_in_bar(beats.size))
-            else:  # too few beats left to tell the bars
-                meter, positions = None, None
+            meter, positions = self._estimated_meter(feats, beats)
         elif decision.factor == 2.0:
             first_down = int(np.argmax(positions == 1)) if positions is not None and np.any(positions == 1) else 0
             beats = _double_beats(beats)
@@ -587,6 +582,16 @@ class RhythmExtractor(Extractor):
                           confidence=clarity * p_level * decision.p_chosen, alt=alt,
                           alt_confidence=clarity * p_level * (1.0 - decision.p_chosen),
                           note="ensemble: " + "; ".join(notes))
+
+    def _estimated_meter(self, feats: Any, beats: np.ndarray) -> tuple[int | None, np.ndarray | None]:
+        """Meter and bar positions of beats the ensemble moved, from the accent estimate.
+
+        None for both when there are too few beats to tell the bars.
+        """
+        est = estimate_meter(feats, beats, self.params.beats_per_bar)
+        if est is None:
+            return None, None
+        return est.meter, np.asarray(est.beat_in_bar(beats.size))
 
     def _check_meter(self, feats: Any, beats: np.ndarray, meter: int | None,
                      positions: np.ndarray | None) -> tuple[int | None, np.ndarray | None]:
