@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mirflow.audio.decode import DecodedAudio, decode, resample, to_mono
+from mirflow.audio.decode import DecodedAudio, DecodeLimits, decode, resample, to_mono
 from mirflow.audio.probe import ProbeInfo, probe
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,11 @@ class Frontend:
         self.computed: list[Hashable] = []  # keys in the order computed: shows sharing in tests
 
     @classmethod
-    def from_file(cls, path: str | Path, *, info: ProbeInfo | None = None) -> Frontend:
-        """Probe and decode ``path`` once."""
+    def from_file(cls, path: str | Path, *, info: ProbeInfo | None = None,
+                  limits: DecodeLimits | None = None) -> Frontend:
+        """Probe and decode ``path`` once (within ``limits``)."""
         info = info or probe(path)
-        return cls(decode(path, info=info), info, str(path))
+        return cls(decode(path, info=info, limits=limits), info, str(path))
 
     @classmethod
     def from_array(cls, samples: np.ndarray, sample_rate_hz: int) -> Frontend:

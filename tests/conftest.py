@@ -86,3 +86,15 @@ def make_bad_inputs(root: Path) -> dict[str, Path]:
     bad["unreadable"] = write_audio(root / "locked.wav", tone_mix(2.0, seed=3))
     os.chmod(bad["unreadable"], 0)
     return bad
+
+
+@pytest.fixture(scope="session")
+def downstream_catalog(tmp_path_factory) -> tuple[Path, Path]:
+    """``(catalog, labels_csv)``: 24 generated tracks analyzed by the default pipeline (see downstream_catalog.py).
+
+    Shared by the downstream layer's tests in one session; a test that writes
+    into the catalog must copy it first (``shutil.copytree``).
+    """
+    import downstream_catalog
+
+    return downstream_catalog.get(tmp_path_factory.mktemp("downstream"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from accounting import assert_accounted
 from conftest import TESTS_DIR, make_bad_inputs, tone_mix, write_audio
 
 from mirflow.catalog import Catalog, conform, table_schema
@@ -76,13 +77,9 @@ def test_analyze_catalog_end_to_end(tmp_path, good_audio, plugins_env):
     files = con.execute(f"select path, track_id from read_parquet('{glob('files')}')").fetchall()
 
     # Every input is a track or an error; duplicates collapse to one track.
-    track_ids = [t for t, _ in tracks]
-    assert len(track_ids) == len(set(track_ids))
-    err_paths = {p for p, *_ in errors}
+    accounted = assert_accounted(catalog, [inputs, manifest], summary)
+    assert accounted["tracked"] | accounted["failed"] == all_inputs
     file_of = dict(files)
-    tracked_paths = {p for p in all_inputs if file_of.get(p) in set(track_ids)}
-    assert tracked_paths | err_paths == all_inputs
-    assert not tracked_paths & err_paths
     assert summary.analyzed == len(tracks) and summary.failed == len(errors)
     assert summary.duplicate_paths == n_dupes
     assert file_of[str(inputs / "music" / "a duplicate of a.wav")] == file_of[str(inputs / "music" / "a.wav")]
@@ -124,12 +121,15 @@ def test_analyze_catalog_end_to_end(tmp_path, good_audio, plugins_env):
     # A second run analyzes nothing and skips every track.
     summary2, plan2 = analyze([inputs, manifest], catalog, pipeline=str(pipeline), cluster=opts)
     assert summary2.analyzed == 0 and summary2.skipped == len(tracks)
+    assert_accounted(catalog, [inputs, manifest], summary2)
     # A changed file is analyzed again; --force recomputes without duplicating.
     write_audio(inputs / "music" / "b.flac", tone_mix(4.0, seed=99))
     summary3, _ = analyze([inputs / "music"], catalog, pipeline=str(pipeline), cluster=opts, force=False)
     assert summary3.analyzed == 1
+    assert_accounted(catalog, [inputs / "music"], summary3)
     summary4, _ = analyze([inputs / "music"], catalog, pipeline=str(pipeline), cluster=opts, force=True)
     assert summary4.analyzed == summary4.unique_tracks
+    assert_accounted(catalog, [inputs / "music"], summary4)
     ids = [r[0] for r in con.execute(f"select track_id from read_parquet('{glob('tracks')}')").fetchall()]
     assert len(ids) == len(set(ids))
 
@@ -167,6 +167,7 @@ def test_killed_run_resumes_without_duplicates_or_gaps(tmp_path, plugins_env):
     ).fetchone()
     assert rows == (n, n)
     assert not list(catalog.rglob("*.tmp"))
+    assert_accounted(catalog, [inputs])
 
 
 def test_dry_run_lists_without_writing(tmp_path, good_audio):
@@ -238,4 +239,5 @@ def test_existing_scheduler_address(tmp_path, good_audio):
                              cluster=ClusterOptions(scheduler=cluster.scheduler_address, dashboard=False),
                              limit=2)
         assert summary.analyzed == 2 and summary.failed == 0
+        assert_accounted(tmp_path / "cat", [music], summary)
         assert len(cluster.scheduler.workers) == 2  # the run did not stop the cluster it was given

@@ -138,7 +138,7 @@ def probe(path: str | os.PathLike[str]) -> ProbeInfo:
     path = Path(path)
     size = check_readable(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: names that are not UTF-8 too
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         log.debug("libsndfile cannot open %s (%s); trying ffprobe", path, exc)
         return _probe_ffprobe(path, size)

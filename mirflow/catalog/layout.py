@@ -30,7 +30,7 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,8 +49,67 @@ PATH_TABLES = ("files", "errors")
 
 
 def path_key(path: str) -> str:
-    """Deterministic part name for an input path (BLAKE2b-128 of its UTF-8 bytes)."""
+    """Deterministic part name for an input path (BLAKE2b-128 of its bytes)."""
     return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+# File names are bytes on POSIX. Python hands a name that is not valid UTF-8
+# (latin-1 or cp1252 names from old collections) to us as a str with lone
+# surrogates (PEP 383), which Arrow cannot store as a string. Every path
+# column therefore holds a readable text (undecodable bytes as \xNN) and,
+# only for such names, the exact bytes in `path_bytes`, from which the
+# original str is rebuilt losslessly.
+def path_text(path: str) -> str:
+    """``path`` as valid UTF-8 text for display and the ``path`` column.
+
+    Examples
+    --------
+    >>> path_text("/music/caf\udce9.mp3")
+    '/music/caf\\xe9.mp3'
+    >>> path_text("/music/Björk.flac")
+    '/music/Björk.flac'
+    """
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def path_bytes(path: str) -> bytes | None:
+    """The exact bytes of ``path`` when it is not valid UTF-8, else ``None``."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+    return None
+
+
+def path_from_columns(text: str, raw: bytes | None) -> str:
+    """Rebuild the original path str from its ``path`` and ``path_bytes`` columns."""
+    return raw.decode("utf-8", "surrogateescape") if raw is not None else text
+
+
+def path_columns(path: str) -> dict[str, Any]:
+    """The ``path`` and ``path_bytes`` values of one path, for a row."""
+    return {"path": path_text(path), "path_bytes": path_bytes(path)}
+
+
+class FileFacts(NamedTuple):
+    """What the files table knows of one path when it was hashed."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int | None
+    inode: int | None
+    track_id: str
+
+    def matches(self, st: os.stat_result) -> bool:
+        """Whether ``st`` shows the same, unchanged file (the hash can be reused).
+
+        Size and mtime alone can be restored after a rewrite (``touch -r``);
+        the status-change time cannot, and a replaced file has a new inode.
+        Rows from before these were recorded never match: they are re-hashed.
+        """
+        return (self.ctime_ns is not None and self.inode is not None
+                and (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                == (self.size, self.mtime_ns, self.ctime_ns, self.inode))
 
 
 def utcnow() -> dt.datetime:
@@ -147,7 +206,16 @@ class Catalog:
         if not files:
             empty = spec.empty_table()
             return empty.select(columns) if columns else empty
-        tables = [pq.read_table(f, columns=columns) for f in files]
+        canonical = spec.arrow(sizes=spec.sizes_of({}))
+        tables = []
+        for f in files:
+            part = pq.read_table(f)
+            # Parts written before a column was added to the schema lack it:
+            # add it as nulls, so one read serves catalogs of any age.
+            for name in columns or spec.names:
+                if name not in part.column_names:
+                    part = part.append_column(name, pa.nulls(part.num_rows, canonical.field(name).type))
+            tables.append(part.select(columns) if columns else part)
         return pa.concat_tables(tables, promote_options="default")
 
     def existing_tracks(self) -> dict[str, str]:
@@ -162,17 +230,18 @@ class Catalog:
         ).fetchall()
         return dict(rows)
 
-    def known_files(self) -> dict[str, tuple[int, int, str]]:
-        """``path -> (size, mtime_ns, track_id)`` from the files table, to skip re-hashing."""
-        if not self.parts("files"):
+    def known_files(self) -> dict[str, FileFacts]:
+        """``path -> FileFacts`` from the files table, to skip re-hashing unchanged files."""
+        table = self.read_table("files")
+        if table.num_rows == 0:
             return {}
-        import duckdb
-
-        con = duckdb.connect()
-        rows = con.execute(
-            "SELECT path, file_size_bytes, mtime_ns, track_id FROM read_parquet(?)", [self.glob("files")]
-        ).fetchall()
-        return {p: (int(s), int(m), t) for p, s, m, t in rows}
+        cols = table.to_pydict()
+        return {
+            path_from_columns(text, raw): FileFacts(size, mtime, ctime, ino, track_id)
+            for text, raw, size, mtime, ctime, ino, track_id in zip(
+                cols["path"], cols["path_bytes"], cols["file_size_bytes"], cols["mtime_ns"],
+                cols["ctime_ns"], cols["inode"], cols["track_id"], strict=True)
+        }
 
     # ----------------------------------------------------------------- manifest
     @property

@@ -22,6 +22,7 @@ from mirflow.resources import schemas_dir
 
 _SCALARS: dict[str, pa.DataType] = {
     "string": pa.string(),
+    "binary": pa.binary(),
     "bool": pa.bool_(),
     "int16": pa.int16(),
     "int32": pa.int32(),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from mirflow._version import __version__
+from mirflow.catalog.layout import path_text
 from mirflow.errors import MirflowError
 
 log = logging.getLogger("mirflow.cli")
@@ -60,7 +61,9 @@ def _print_summary(summary) -> None:
     print(f"inputs:    {summary.inputs} paths, {summary.unique_tracks} unique tracks, "
           f"{summary.duplicate_paths} duplicate paths")
     print(f"analyzed:  {summary.analyzed}   skipped (already in catalog): {summary.skipped}   "
-          f"failed: {summary.failed}")
+          f"failed: {summary.failed} paths" + (f"   deferred (--limit): {summary.deferred}" if summary.deferred else ""))
+    if summary.input_problems:
+        print(f"inputs that could not be read: {summary.input_problems} (errors rows with stage 'input')")
     rate = f"{summary.audio_hours_per_hour:.1f} audio hours per hour" if summary.analyzed else "-"
     print(f"wall time: {summary.wall_seconds:.1f} s   throughput: {rate}")
     for f in summary.failures[:10]:
@@ -76,7 +79,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     opts = ClusterOptions(scheduler=args.scheduler, workers=args.workers,
                           threads_per_worker=args.threads_per_worker,
                           memory_limit=args.memory_limit, worker_lifetime=args.worker_lifetime or None,
-                          dashboard=not args.no_dashboard)
+                          dashboard=not args.no_dashboard, dashboard_address=args.dashboard_address)
     progress = _Progress(enabled=not args.no_progress)
     try:
         summary, plan = analyze(
@@ -88,16 +91,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         progress.close()
     if args.dry_run:
         for job in plan.to_analyze:
-            print(f"analyze  {job.track_id}  {job.path}")
+            print(f"analyze  {job.track_id}  {path_text(job.path)}")
         for job in plan.skipped:
-            print(f"skip     {job.track_id}  {job.path}")
+            print(f"skip     {job.track_id}  {path_text(job.path)}")
+        for job in plan.deferred:
+            print(f"defer    {job.track_id}  {path_text(job.path)}")
         for track_id, paths in plan.duplicates.items():
             for p in paths:
-                print(f"duplicate {track_id}  {p}")
+                print(f"duplicate {track_id}  {path_text(p)}")
         for r in plan.unreadable:
-            print(f"unreadable {r['path']}: {r['error']}")
+            print(f"unreadable {path_text(r['path'])}: {r['error']}")
+        for problem in plan.problems:
+            print(f"unreadable input {path_text(problem.path)}: {problem.message}")
         print(f"would analyze {len(plan.to_analyze)}, skip {len(plan.skipped)}, "
-              f"unreadable {len(plan.unreadable)}")
+              f"unreadable {len(plan.unreadable) + len(plan.problems)}"
+              + (f", defer {len(plan.deferred)}" if plan.deferred else ""))
         return 0
     _print_summary(summary)
     if args.summary_json:
@@ -283,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dry-run", action="store_true", help="list what would be analyzed and skipped")
     a.add_argument("--no-progress", action="store_true")
     a.add_argument("--no-dashboard", action="store_true")
+    a.add_argument("--dashboard-address", default="127.0.0.1:0",
+                   help="where the local cluster's Dask dashboard listens (default: this machine only, "
+                        "any free port; ':8787' for every interface)")
     a.add_argument("--summary-json", help="also write the run summary as JSON")
     a.set_defaults(func=cmd_analyze)
 
@@ -333,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("pipelines", help="list shipped pipelines").set_defaults(func=cmd_pipelines)
     sub.add_parser("extractors", help="list extractors and their parameters").set_defaults(func=cmd_extractors)
+
+    # The downstream layer's commands live beside their subpackages, one
+    # module each, so that each registers its own subcommands.
+    from mirflow.cli import index_cmd, ml_cmd, recsys_cmd, serve_cmd
+
+    for module in (ml_cmd, index_cmd, recsys_cmd, serve_cmd):
+        module.register(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mirflow.audio.decode import DecodeLimits
 from mirflow.catalog.schema import load_schemas, table_schema
 from mirflow.errors import ConfigError, MirflowError
 from mirflow.extractors import registry
@@ -26,7 +27,8 @@ from mirflow.extractors.base import Extractor
 from mirflow.resources import pipelines_dir
 
 _TOP_KEYS = {"name", "version", "description", "decode", "runtime", "extractors"}
-_DECODE_KEYS = {"analysis_sample_rate_hz": (int, 8000, 192000), "max_duration_s": (float, 1.0, 86400.0)}
+_DECODE_KEYS = {"analysis_sample_rate_hz": (int, 8000, 192000), "max_duration_s": (float, 1.0, 86400.0),
+                "max_decoded_mib": (float, 1.0, 1048576.0)}
 _RUNTIME_KEYS = {"timeout_s": (float, 1.0, 86400.0), "retries": (int, 0, 10)}
 
 
@@ -47,6 +49,10 @@ class PipelineConfig:
     extractors: tuple[Extractor, ...]
     analysis_sample_rate_hz: int = 44100
     max_duration_s: float = 3600.0
+    #: Cap on the decoded samples (float32, native rate, all channels); ``None``
+    #: derives it from ``max_duration_s`` (see :class:`~mirflow.audio.decode.DecodeLimits`).
+    #: A safety limit, not part of the fingerprint: it changes no result of a track it admits.
+    max_decoded_mib: float | None = None
     timeout_s: float = 900.0
     retries: int = 2
     source: str | None = None
@@ -64,6 +70,14 @@ class PipelineConfig:
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return f"{self.name}-v{self.version}-{hashlib.blake2b(blob, digest_size=6).hexdigest()}"
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        """The limits every track is checked against, from the header and again while decoding."""
+        if self.max_decoded_mib is None:
+            return DecodeLimits.for_duration(self.max_duration_s)
+        return DecodeLimits(max_duration_s=self.max_duration_s,
+                            max_decoded_bytes=int(self.max_decoded_mib * 2**20))
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -153,6 +167,7 @@ def parse_pipeline(raw: Mapping[str, Any], *, source: str | None = None) -> Pipe
         extractors=tuple(extractors),
         analysis_sample_rate_hz=decode.get("analysis_sample_rate_hz", 44100),
         max_duration_s=decode.get("max_duration_s", 3600.0),
+        max_decoded_mib=decode.get("max_decoded_mib"),
         timeout_s=runtime.get("timeout_s", 900.0),
         retries=runtime.get("retries", 2),
         source=source,

@@ -18,14 +18,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mirflow._version import __version__
-from mirflow.catalog.layout import Catalog, batched, utcnow
+from mirflow.catalog.layout import (
+    Catalog,
+    FileFacts,
+    batched,
+    path_from_columns,
+    path_key,
+    path_text,
+    utcnow,
+)
 from mirflow.errors import ConfigError
 from mirflow.pipeline.config import PipelineConfig, load_pipeline
-from mirflow.pipeline.inputs import expand_inputs
+from mirflow.pipeline.inputs import InputProblem, expand
 from mirflow.pipeline.task import (
     TrackJob,
     _error_record,
     analyze_track,
+    file_identity,
     hash_paths,
     warm_up,
     write_error,
@@ -54,6 +63,8 @@ class ClusterOptions:
     memory_limit: str | float | None = "auto"
     worker_lifetime: str | None = "1 hour"
     dashboard: bool = True
+    #: Where the local cluster's dashboard listens: this machine only unless asked.
+    dashboard_address: str = "127.0.0.1:0"
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -71,6 +82,10 @@ class Plan:
     skipped: list[TrackJob]
     duplicates: dict[str, list[str]]  # track_id -> other paths with the same content
     unreadable: list[dict[str, Any]]  # hash-stage failures
+    #: Tracks left for a later run by ``limit``.
+    deferred: list[TrackJob] = field(default_factory=list)
+    #: Inputs that could not be listed or read (folders, manifest entries).
+    problems: list[InputProblem] = field(default_factory=list)
 
 
 @dataclass
@@ -86,7 +101,12 @@ class RunSummary:
     duplicate_paths: int = 0
     analyzed: int = 0
     skipped: int = 0
+    #: Input paths that ended in ``errors`` (a failed track's duplicate paths count each).
     failed: int = 0
+    #: Tracks not analyzed because of ``limit`` (neither in tracks nor in errors yet).
+    deferred: int = 0
+    #: Folders or manifest entries that could not be read (``errors`` rows with stage ``input``).
+    input_problems: int = 0
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     #: Wall time of the analysis stage alone (without cluster start-up and hashing).
@@ -118,8 +138,8 @@ def _group(records: Iterable[dict[str, Any]]) -> tuple[dict[str, list[str]], lis
     return by_track, unreadable
 
 
-def _known_record(path: str, known: dict[str, tuple[int, int, str]]) -> dict[str, Any] | None:
-    """Reuse a hash from the files table when size and mtime are unchanged."""
+def _known_record(path: str, known: dict[str, FileFacts]) -> dict[str, Any] | None:
+    """Reuse a hash from the files table when the file is unchanged (see :meth:`FileFacts.matches`)."""
     hit = known.get(path)
     if hit is None:
         return None
@@ -127,8 +147,9 @@ def _known_record(path: str, known: dict[str, tuple[int, int, str]]) -> dict[str
         st = os.stat(path)
     except OSError:
         return None
-    if (st.st_size, st.st_mtime_ns) == (hit[0], hit[1]):
-        return {"path": path, "track_id": hit[2], "size": hit[0], "error": None}
+    if hit.matches(st):
+        return {"path": path, "track_id": hit.track_id, "size": hit.size, "error": None,
+                "identity": (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)}
     return None
 
 
@@ -147,9 +168,10 @@ def make_plan(paths: list[str], hashed: list[dict[str, Any]], catalog: Catalog, 
             skipped.append(job)
         else:
             to_analyze.append(job)
+    deferred: list[TrackJob] = []
     if limit is not None:
-        to_analyze = to_analyze[:limit]
-    return Plan(paths, to_analyze, skipped, duplicates, unreadable)
+        to_analyze, deferred = to_analyze[:limit], to_analyze[limit:]
+    return Plan(paths, to_analyze, skipped, duplicates, unreadable, deferred)
 
 
 # --------------------------------------------------------------------- cluster
@@ -186,13 +208,33 @@ def _start(opts: ClusterOptions):
             n_workers=opts.workers,
             threads_per_worker=opts.threads_per_worker,
             processes=True,
-            memory_limit=opts.memory_limit,
-            dashboard_address=":0" if opts.dashboard else None,
+            memory_limit=_memory_limit(opts),
+            dashboard_address=opts.dashboard_address if opts.dashboard else None,
             silence_logs=logging.ERROR,
         )
         client = Client(cluster)
     client.register_plugin(WorkerSetup())
     return client, cluster
+
+
+def _memory_limit(opts: ClusterOptions) -> str | float | int | None:
+    """Per-worker memory limit; ``auto`` shares this machine's memory among the workers.
+
+    Dask's own ``auto`` gives each worker memory × threads / cores, which
+    adds up to several times the machine when there are more workers than
+    cores; a tenth is left for the scheduler, the client and the system.
+    """
+    if opts.memory_limit != "auto":
+        from dask.utils import parse_bytes
+        from distributed.system import MEMORY_LIMIT
+
+        if opts.memory_limit is not None and parse_bytes(str(opts.memory_limit)) * opts.workers > MEMORY_LIMIT:
+            log.warning("--memory-limit %s × %d workers is more than this machine's %.1f GiB",
+                        opts.memory_limit, opts.workers, MEMORY_LIMIT / 2**30)
+        return opts.memory_limit
+    from distributed.system import MEMORY_LIMIT
+
+    return int(MEMORY_LIMIT * 0.9 / opts.workers)
 
 
 # --------------------------------------------------------------------- run
@@ -228,9 +270,11 @@ def analyze(
     opts = cluster or ClusterOptions()
     if limit is not None and limit < 0:
         raise ConfigError("limit must be non-negative")
-    paths = expand_inputs(inputs)
+    expansion = expand(inputs)
+    paths = expansion.paths
     summary = RunSummary(run_id=utcnow().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6], catalog=str(cat.root),
-                         pipeline=cfg.name, pipeline_version=cfg.fingerprint, inputs=len(paths), dry_run=dry_run)
+                         pipeline=cfg.name, pipeline_version=cfg.fingerprint, inputs=len(paths), dry_run=dry_run,
+                         input_problems=len(expansion.problems))
     if dry_run:
         manifest = cat.read_manifest()
         if manifest is not None and manifest.get("pipeline") != cfg.name:
@@ -244,9 +288,10 @@ def analyze(
                 try:
                     rec = {"path": p, "track_id": content_hash(p), "size": None, "error": None}
                 except OSError as exc:
-                    rec = {"path": p, "track_id": None, "size": None, "error": str(exc)}
+                    rec = {"path": p, "track_id": None, "size": None, "error": exc.strerror or str(exc)}
             hashed.append(rec)
         plan = make_plan(paths, hashed, cat, cfg, force=force, limit=limit)
+        plan.problems = expansion.problems
         _fill_counts(summary, plan)
         summary.wall_seconds = time.perf_counter() - started
         return summary, plan
@@ -257,9 +302,31 @@ def analyze(
         log.info("removed %d temporary files left by an interrupted run", swept)
     cat.record_run({"run_id": summary.run_id, "started_at": utcnow().isoformat(), "status": "running",
                     "pipeline_version": cfg.fingerprint, "mirflow_version": __version__, "inputs": len(paths)})
+    try:
+        for problem in expansion.problems:
+            write_error(cat, _error_record(problem.path, None, "input", None, cfg, message=problem.message,
+                                           error_type="InputError"))
+        plan = _run_stages(paths, cat, cfg, opts, summary, force=force, limit=limit, progress=progress,
+                           on_dashboard=on_dashboard)
+        plan.problems = expansion.problems
+    except BaseException as exc:
+        # Whatever stopped the run (an interrupt, a lost scheduler), the
+        # manifest must not claim it is still running.
+        cat.record_run({"run_id": summary.run_id, "status": "interrupted" if isinstance(exc, KeyboardInterrupt)
+                        else "failed", "finished_at": utcnow().isoformat(),
+                        "error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+    summary.wall_seconds = time.perf_counter() - started
+    run = {"run_id": summary.run_id, "status": "finished", "finished_at": utcnow().isoformat(), **{
+        k: v for k, v in summary.to_dict().items() if k not in ("failures", "catalog", "run_id")}}
+    cat.record_run(run)
+    return summary, plan
 
+
+def _run_stages(paths: list[str], cat: Catalog, cfg: PipelineConfig, opts: ClusterOptions, summary: RunSummary,
+                *, force: bool, limit: int | None, progress: ProgressCallback | None,
+                on_dashboard: Callable[[str], None] | None) -> Plan:
     import dask
-    from distributed import as_completed
 
     with dask.config.set(_dask_config(cfg, opts)):
         client, local = _start(opts)
@@ -268,31 +335,7 @@ def analyze(
             if summary.dashboard and on_dashboard:
                 on_dashboard(summary.dashboard)
             log.info("Dask dashboard: %s", summary.dashboard or "off")
-            # ---- stage 1: hash (reusing hashes of unchanged files)
-            known = cat.known_files()
-            hashed, to_hash = [], []
-            for p in paths:
-                rec = _known_record(p, known)
-                (hashed.append(rec) if rec else to_hash.append(p))
-            batches = list(batched(to_hash, HASH_BATCH))
-            done = 0
-            if progress:
-                progress("hash", 0, len(paths))
-                done = len(hashed)
-            futures = [client.submit(hash_paths, b, str(cat.root), cfg, pure=False) for b in batches]
-            for fut, batch in zip(futures, batches, strict=True):
-                try:
-                    recs = fut.result()
-                except Exception as exc:  # the hashing task itself died: record each path
-                    recs = []
-                    for p in batch:
-                        write_error(cat, _error_record(p, None, "hash", exc, cfg,
-                                                       message=f"hashing failed: {type(exc).__name__}: {exc}"))
-                        recs.append({"path": p, "track_id": None, "size": None, "error": str(exc)})
-                hashed.extend(recs)
-                done += len(batch)
-                if progress:
-                    progress("hash", done, len(paths))
+            hashed = _hash_stage(client, paths, cat, cfg, progress)
             plan = make_plan(paths, hashed, cat, cfg, force=force, limit=limit)
             _fill_counts(summary, plan)
             if plan.to_analyze:
@@ -301,77 +344,220 @@ def analyze(
                     client.run(warm_up, cfg)
                 except Exception as exc:  # a worker dying here is retried per track below
                     log.warning("worker warm-up failed: %s", exc)
-            summary.failures.extend({"path": r["path"], "stage": "probe", "message": r["error"]}
-                                    for r in plan.unreadable)
-            # ---- stage 2: analyze, through a bounded window of in-flight tasks
-            total = len(plan.to_analyze)
             t_analyze = time.perf_counter()
-            if progress:
-                progress("analyze", 0, total)
-            nthreads = sum(client.nthreads().values()) or opts.workers * opts.threads_per_worker
-            window = max(2 * nthreads, 4)
-            jobs = iter(plan.to_analyze)
-            in_flight: dict[Any, TrackJob] = {}
-
-            isolated: set[str] = set()
-
-            def submit(job: TrackJob, key: str) -> None:
-                fut = client.submit(analyze_track, job, str(cat.root), cfg, key=key, pure=False)
-                in_flight[fut] = job
-                ac.add(fut)
-
-            def submit_next() -> bool:
-                job = next(jobs, None)
-                if job is None:
-                    return False
-                submit(job, f"analyze-{job.track_id}")
-                return True
-
-            ac = as_completed()
-            for _ in range(window):
-                if not submit_next():
-                    break
-            finished = 0
-            for fut in ac:
-                job = in_flight.pop(fut)
-                if _killed_worker(fut) and job.track_id not in isolated:
-                    # A dying worker takes every task it holds with it, so an
-                    # innocent track can be blamed for its neighbour's crash.
-                    # Give a KilledWorker track one more, fresh try before
-                    # recording it; the culprit simply fails again.
-                    isolated.add(job.track_id)
-                    fut.release()
-                    submit(job, f"analyze-{job.track_id}-retry")
-                    continue
-                rec = _result_or_failure(fut, job, cat, cfg)
-                finished += 1
-                if rec["status"] == "ok":
-                    summary.analyzed += 1
-                    summary.audio_seconds += rec.get("duration_s") or 0.0
-                else:
-                    summary.failed += 1
-                    summary.failures.append({"path": rec["path"], "stage": rec["stage"], "message": rec["message"]})
-                if progress:
-                    progress("analyze", finished, total)
-                submit_next()
-                fut.release()
+            changed, read = _analyze_stage(client, plan, cat, cfg, opts, summary, progress)
             summary.analyze_seconds = time.perf_counter() - t_analyze
         finally:
             client.close()
             if local is not None:
                 local.close()
-    summary.wall_seconds = time.perf_counter() - started
-    run = {"run_id": summary.run_id, "status": "finished", "finished_at": utcnow().isoformat(), **{
-        k: v for k, v in summary.to_dict().items() if k not in ("failures", "catalog", "run_id")}}
-    cat.record_run(run)
-    return summary, plan
+    _reconcile(paths, hashed, changed, read, plan, cat, cfg, summary)
+    return plan
+
+
+def _hash_stage(client, paths: list[str], cat: Catalog, cfg: PipelineConfig,
+                progress: ProgressCallback | None) -> list[dict[str, Any]]:
+    """Stage 1: hash the paths whose files changed, through a bounded window of batches.
+
+    Each batch's result is released as soon as it is read: its ``files``
+    parts are already written, and a result held on a worker that dies
+    would make Dask recompute (re-read) the whole batch.
+    """
+    from distributed import as_completed
+
+    known = cat.known_files()
+    hashed, to_hash = [], []
+    for p in paths:
+        rec = _known_record(p, known)
+        (hashed.append(rec) if rec else to_hash.append(p))
+    done = len(hashed)
+    if progress:
+        progress("hash", done, len(paths))
+    if not to_hash:
+        return hashed
+    window = max(2 * (sum(client.nthreads().values()) or 1), 4)
+    batches = iter(batched(to_hash, HASH_BATCH))
+    in_flight: dict[Any, list[str]] = {}
+    ac = as_completed()
+
+    def submit_next() -> None:
+        batch = next(batches, None)
+        if batch is not None:
+            fut = client.submit(hash_paths, batch, str(cat.root), cfg, pure=False)
+            in_flight[fut] = batch
+            ac.add(fut)
+
+    for _ in range(window):
+        submit_next()
+    for fut in ac:
+        batch = in_flight.pop(fut)
+        try:
+            recs = fut.result()
+        except Exception as exc:  # the task itself died (its worker crashed): try each path alone
+            recs = _hash_one_by_one(client, batch, cat, cfg, exc)
+        fut.release()
+        hashed.extend(recs)
+        done += len(batch)
+        if progress:
+            progress("hash", done, len(paths))
+        submit_next()
+    return hashed
+
+
+def _hash_one_by_one(client, batch: list[str], cat: Catalog, cfg: PipelineConfig,
+                     batch_error: BaseException) -> list[dict[str, Any]]:
+    """Hash each path of a failed batch in a task of its own, so one bad path fails only itself."""
+    log.warning("a hash batch failed (%s: %s); hashing its %d paths one by one",
+                type(batch_error).__name__, batch_error, len(batch))
+    futures = [client.submit(hash_paths, [p], str(cat.root), cfg, pure=False) for p in batch]
+    recs = []
+    for fut, p in zip(futures, batch, strict=True):
+        try:
+            recs.extend(fut.result())
+        except Exception as exc:
+            message = f"hashing failed: {type(exc).__name__}: {exc}"
+            write_error(cat, _error_record(p, None, "hash", exc, cfg, message=message))
+            recs.append({"path": p, "track_id": None, "size": None, "error": message})
+        fut.release()
+    return recs
+
+
+def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: ClusterOptions,
+                   summary: RunSummary, progress: ProgressCallback | None) -> tuple[set[str], set[str]]:
+    """Stage 2: one task per track through a bounded window.
+
+    Returns the paths found changed and every path a task read.
+    """
+    from distributed import as_completed
+
+    total = len(plan.to_analyze)
+    if progress:
+        progress("analyze", 0, total)
+    nthreads = sum(client.nthreads().values()) or opts.workers * opts.threads_per_worker
+    window = max(2 * nthreads, 4)
+    jobs = iter(plan.to_analyze)
+    in_flight: dict[Any, TrackJob] = {}
+    isolated: set[str] = set()
+    changed: set[str] = set()
+    tried: dict[str, list[str]] = {}
+    ac = as_completed()
+
+    def submit(job: TrackJob, key: str) -> None:
+        fut = client.submit(analyze_track, job, str(cat.root), cfg, key=key, pure=False)
+        in_flight[fut] = job
+        tried.setdefault(job.track_id, []).append(job.path)
+        ac.add(fut)
+
+    def submit_next() -> bool:
+        job = next(jobs, None)
+        if job is None:
+            return False
+        submit(job, f"analyze-{job.track_id}")
+        return True
+
+    for _ in range(window):
+        if not submit_next():
+            break
+    finished = 0
+    for fut in ac:
+        job = in_flight.pop(fut)
+        if _killed_worker(fut) and job.track_id not in isolated:
+            # A dying worker takes every task it holds with it, so an
+            # innocent track can be blamed for its neighbour's crash.
+            # Give a KilledWorker track one more, fresh try before
+            # recording it; the culprit simply fails again.
+            isolated.add(job.track_id)
+            fut.release()
+            submit(job, f"analyze-{job.track_id}-retry")
+            continue
+        rec = _result_or_failure(fut, job, cat, cfg)
+        fut.release()
+        if rec["status"] == "changed":
+            # This path no longer holds the track's bytes; another path
+            # with the same content may still: analyze the track from there.
+            changed.add(job.path)
+            others = [p for p in plan.duplicates.get(job.track_id, []) if p not in tried[job.track_id]]
+            if others:
+                submit(TrackJob(job.track_id, others[0]), f"analyze-{job.track_id}-{len(tried[job.track_id])}")
+                continue
+        finished += 1
+        if rec["status"] == "ok":
+            summary.analyzed += 1
+            summary.audio_seconds += rec.get("duration_s") or 0.0
+        if progress:
+            progress("analyze", finished, total)
+        submit_next()
+    return changed, {p for tried_paths in tried.values() for p in tried_paths}
+
+
+def _reconcile(paths: list[str], hashed: list[dict[str, Any]], changed: set[str], read: set[str], plan: Plan,
+               cat: Catalog, cfg: PipelineConfig, summary: RunSummary) -> None:
+    """Leave every input path in exactly one of "a track" or "an error", and count from the tables.
+
+    A path whose track is in the catalog loses any ``errors`` row an earlier
+    run left; a path whose track failed under another path (a duplicate)
+    gets an ``errors`` row of its own; a path that no task read and that
+    changed since it was hashed is recorded as changed, not as the track it
+    held; the summary's counts are then those of the tables.
+    """
+    for rec in hashed:
+        path = rec["path"]
+        if rec["track_id"] is None or path in read or path in changed:
+            continue
+        try:
+            now = file_identity(path)
+        except OSError:
+            now = None
+        if now != rec.get("identity"):
+            changed.add(path)
+            cat.remove_part("files", path_key(path))
+            write_error(cat, _error_record(path, rec["track_id"], "changed", None, cfg, error_type="FileChanged",
+                                           message="the file changed or vanished after it was hashed; "
+                                                   "run again to analyze its new content"))
+    tracks = cat.existing_tracks()
+    reasons = {path_from_columns(r["path"], r["path_bytes"]): r
+               for r in cat.read_table("errors", columns=["path", "path_bytes", "stage", "message",
+                                                          "error_type"]).to_pylist()}
+    errors = set(reasons)
+    track_of = {r["path"]: r["track_id"] for r in hashed if r["track_id"] is not None}
+    deferred = {job.track_id for job in plan.deferred}
+    failed_paths: list[str] = []
+    for path in paths:
+        track_id = track_of.get(path)
+        if path in changed or track_id is None:
+            if path in errors:
+                failed_paths.append(path)
+            continue
+        if tracks.get(track_id) is not None:
+            if path in errors:
+                cat.remove_part("errors", path_key(path))
+            continue
+        if track_id in deferred:
+            continue
+        if path not in errors:
+            source = next((p for p in [*(job.path for job in plan.to_analyze if job.track_id == track_id),
+                                       *plan.duplicates.get(track_id, [])] if p in reasons), None)
+            why = reasons.get(source) if source else None
+            message = (f"same bytes as {path_text(source)}, which failed [{why['stage']}]: {why['message']}"
+                       if why else "the track with these bytes was not analyzed")
+            write_error(cat, _error_record(path, track_id, "duplicate", None, cfg, message=message,
+                                           error_type=why["error_type"] if why else "TrackError"))
+            reasons[path] = {"stage": "duplicate", "message": message}
+        failed_paths.append(path)
+    summary.failed = len(failed_paths)
+    summary.deferred = len(plan.deferred)
+    summary.failures = []
+    for path in failed_paths[:50]:
+        why = reasons.get(path) or {}
+        summary.failures.append({"path": path_text(path), "stage": why.get("stage"), "message": why.get("message")})
 
 
 def _fill_counts(summary: RunSummary, plan: Plan) -> None:
-    summary.unique_tracks = len(plan.to_analyze) + len(plan.skipped)
+    summary.unique_tracks = len(plan.to_analyze) + len(plan.skipped) + len(plan.deferred)
     summary.duplicate_paths = sum(len(v) for v in plan.duplicates.values())
     summary.skipped = len(plan.skipped)
     summary.failed = len(plan.unreadable)
+    summary.deferred = len(plan.deferred)
 
 
 def _killed_worker(fut) -> bool:

@@ -18,10 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
+
 from mirflow._version import __version__
 from mirflow.audio.hashing import content_hash
 from mirflow.audio.probe import check_readable, probe
-from mirflow.catalog.layout import Catalog, path_key, utcnow
+from mirflow.catalog.layout import (
+    Catalog,
+    path_columns,
+    path_from_columns,
+    path_key,
+    path_text,
+    utcnow,
+)
 from mirflow.catalog.schema import conform, table_schema
 from mirflow.errors import ExtractionError, ProbeError, TrackError, TrackTimeout
 from mirflow.pipeline.config import PipelineConfig
@@ -41,13 +51,14 @@ class TrackJob:
     path: str
 
 
-def _error_record(path: str, track_id: str | None, stage: str, exc: BaseException,
-                  pipeline: PipelineConfig, message: str | None = None) -> dict[str, Any]:
+def _error_record(path: str, track_id: str | None, stage: str, exc: BaseException | None,
+                  pipeline: PipelineConfig, message: str | None = None,
+                  error_type: str | None = None) -> dict[str, Any]:
     return {
-        "path": path,
+        **path_columns(path),
         "track_id": track_id,
         "stage": stage,
-        "error_type": type(exc).__name__,
+        "error_type": error_type or type(exc).__name__,
         "message": message or (str(exc) or type(exc).__name__),
         "pipeline": pipeline.name,
         "pipeline_version": pipeline.fingerprint,
@@ -57,7 +68,20 @@ def _error_record(path: str, track_id: str | None, stage: str, exc: BaseExceptio
 
 def write_error(catalog: Catalog, record: dict[str, Any]) -> None:
     """Write (or replace) the errors part of one input path."""
-    catalog.write_part("errors", path_key(record["path"]), conform("errors", {k: [v] for k, v in record.items()}))
+    path = path_from_columns(record["path"], record.get("path_bytes"))
+    catalog.write_part("errors", path_key(path), conform("errors", {k: [v] for k, v in record.items()}))
+
+
+class FileChanged(TrackError):
+    """The file's bytes changed between hashing and analysis (or during either)."""
+
+    stage = "changed"
+
+
+def file_identity(path: str) -> tuple[int, int, int, int]:
+    """``(size, mtime_ns, ctime_ns, inode)``: any write or replacement of the file changes it."""
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 # --------------------------------------------------------------------- hashing
@@ -65,29 +89,39 @@ def hash_paths(paths: list[str], catalog_root: str, pipeline: PipelineConfig) ->
     """Hash a batch of input paths; write their ``files`` parts (or ``errors`` parts).
 
     Returns one small record per path: ``{path, track_id, size, error}``.
+    A failure of one path (unreadable, vanished, changed while read, or any
+    unexpected error) is that path's ``errors`` row; it never fails the batch.
     """
     prepare_process()
     catalog = Catalog(catalog_root)
-    out = []
-    for path in paths:
-        try:
-            size = check_readable(Path(path))
-            st = os.stat(path)
-            track_id = content_hash(path)
-        except ProbeError as exc:
-            write_error(catalog, _error_record(path, None, "probe", exc, pipeline))
-            out.append({"path": path, "track_id": None, "size": None, "error": str(exc)})
-            continue
-        except OSError as exc:  # vanished or became unreadable between the check and the read
+    return [_hash_one(path, catalog, pipeline) for path in paths]
+
+
+def _hash_one(path: str, catalog: Catalog, pipeline: PipelineConfig) -> dict[str, Any]:
+    stage = "probe"
+    try:
+        size = check_readable(Path(path))
+        stage = "hash"
+        before = file_identity(path)
+        track_id = content_hash(path)
+        after = file_identity(path)
+        if before != after:
+            raise FileChanged("the file changed while it was hashed; run again once it is complete")
+        row = {**path_columns(path), "track_id": track_id, "file_size_bytes": size, "mtime_ns": after[1],
+               "ctime_ns": after[2], "inode": after[3], "seen_at": utcnow()}
+        catalog.write_part("files", path_key(path), conform("files", {k: [v] for k, v in row.items()}))
+        return {"path": path, "track_id": track_id, "size": size, "error": None, "identity": after}
+    except Exception as exc:  # the runtime boundary of one path
+        if isinstance(exc, TrackError):
+            err: BaseException = exc
+            stage = exc.stage
+        elif isinstance(exc, OSError):  # vanished or became unreadable between the check and the read
             err = ProbeError(f"cannot read file: {exc.strerror or exc}")
-            write_error(catalog, _error_record(path, None, "hash", err, pipeline))
-            out.append({"path": path, "track_id": None, "size": None, "error": str(err)})
-            continue
-        row = {"path": [path], "track_id": [track_id], "file_size_bytes": [size],
-               "mtime_ns": [st.st_mtime_ns], "seen_at": [utcnow()]}
-        catalog.write_part("files", path_key(path), conform("files", row))
-        out.append({"path": path, "track_id": track_id, "size": size, "error": None})
-    return out
+        else:
+            err = exc
+        message = str(err) if isinstance(err, TrackError) else f"{type(err).__name__}: {err}"
+        write_error(catalog, _error_record(path, None, stage, err, pipeline, message=message))
+        return {"path": path, "track_id": None, "size": None, "error": message}
 
 
 # --------------------------------------------------------------------- warm-up
@@ -166,68 +200,112 @@ def _lineage(pipeline: PipelineConfig, decoder: str | None) -> str:
     return _LINEAGE[key]
 
 
+def extract_track(path: str, track_id: str, pipeline: PipelineConfig, *,
+                  deadline: float | None = None, started: float | None = None,
+                  ) -> tuple[pa.Table, dict[str, dict[str, list[Any]]], float]:
+    """Probe, decode once and run every extractor on one file; write nothing.
+
+    The bytes decoded are checked to be the bytes hashed as ``track_id``:
+    the file's identity (size, mtime, ctime, inode) is taken before the hash
+    and compared after decoding, so a file replaced or rewritten at any
+    moment in between is a :class:`FileChanged`, never analyzed under the
+    id of other content.
+
+    Returns
+    -------
+    tracks : pyarrow.Table
+        The one conformed ``tracks`` row.
+    tables : dict
+        Rows of each long table, by table name.
+    duration_s : float
+        Decoded duration.
+
+    Raises
+    ------
+    TrackError
+        Any per-track failure, with its stage.
+    """
+    from mirflow.frontend import Frontend  # imports librosa lazily, after prepare_process
+
+    started = time.perf_counter() if started is None else started
+    deadline = started + pipeline.timeout_s if deadline is None else deadline
+    limits = pipeline.decode_limits
+    stage = "probe"
+    try:
+        identity = file_identity(path)
+        info = probe(path)
+        limits.check(info)
+        stage = "changed"
+        # Re-hashing costs one more read of the file (page-cached, ~1 GB/s);
+        # it is what makes the stored analysis belong to the stored id.
+        actual = content_hash(path)
+        if actual != track_id:
+            raise FileChanged(f"the file changed after it was hashed (content {track_id} is now {actual}); "
+                              "run again to analyze the new content")
+        stage = "decode"
+        frontend = Frontend.from_file(path, info=info, limits=limits)
+        if file_identity(path) != identity:
+            raise FileChanged("the file changed while it was being analyzed; run again once it is complete")
+    except FileNotFoundError:
+        raise ProbeError(f"file vanished: {path_text(path)}", stage=stage) from None
+    except OSError as exc:
+        raise ProbeError(f"cannot read file: {exc.strerror or exc}", stage=stage) from None
+    columns: dict[str, Any] = {}
+    tables: dict[str, dict[str, list[Any]]] = {}
+    for ex in pipeline.extractors:
+        stage = f"extract:{ex.name}"
+        if time.perf_counter() > deadline:
+            raise TrackTimeout(f"exceeded the per-track budget of {pipeline.timeout_s:.0f} s before {ex.name}")
+        try:
+            result = ex.extract(frontend)
+        except (TrackError, MemoryError):
+            raise
+        except Exception as exc:  # runtime boundary: a backend's failure is this track's failure
+            log.debug("extractor %s failed on %s:\n%s", ex.name, path_text(path), traceback.format_exc())
+            raise ExtractionError(f"{type(exc).__name__}: {exc}", stage=stage) from exc
+        columns.update(result.columns)
+        for table, rows in result.tables.items():
+            merged = tables.setdefault(table, {})
+            for col, values in rows.items():
+                merged.setdefault(col, []).extend(values)
+    core = {
+        "track_id": track_id,
+        **path_columns(path),
+        "file_size_bytes": info.file_size_bytes,
+        "pipeline": pipeline.name,
+        "pipeline_version": pipeline.fingerprint,
+        "mirflow_version": __version__,
+        "analyzed_at": utcnow(),
+        "analysis_sample_rate_hz": pipeline.analysis_sample_rate_hz,
+        "downmix": "mean",
+        "lineage": _lineage(pipeline, info.decoder),
+        "analysis_seconds": time.perf_counter() - started,
+    }
+    core.update(columns)
+    try:
+        tracks = conform("tracks", {k: [v] for k, v in core.items()}, fill_missing=True)
+    except Exception as exc:
+        raise ExtractionError(f"{type(exc).__name__}: {exc}", stage="write") from exc
+    return tracks, tables, frontend.duration_s
+
+
 def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) -> dict[str, Any]:
     """Analyze one track and write its parts; never raises for a per-track failure.
 
     Returns ``{track_id, path, status, stage, message, duration_s, seconds}``
-    where ``status`` is ``"ok"`` or ``"failed"``.
+    where ``status`` is ``"ok"``, ``"failed"`` or ``"changed"`` (the file's
+    bytes are no longer those of ``track_id``: its ``files`` part is removed
+    so that the next run hashes it anew).
     """
     prepare_process()
-    from mirflow.frontend import Frontend  # imports librosa lazily, after prepare_process
-
     catalog = Catalog(catalog_root)
     started = time.perf_counter()
-    deadline = started + pipeline.timeout_s
-    stage = "probe"
     duration = None
+    stage = "probe"
     try:
         with _Watchdog(pipeline.timeout_s * 1.5 + 30.0):
-            info = probe(job.path)
-            if info.duration_s > pipeline.max_duration_s:
-                raise ProbeError(
-                    f"too long: {info.duration_s:.0f} s exceeds the pipeline's max_duration_s "
-                    f"of {pipeline.max_duration_s:.0f} s"
-                )
-            stage = "decode"
-            frontend = Frontend.from_file(job.path, info=info)
-            duration = frontend.duration_s
-            columns: dict[str, Any] = {}
-            tables: dict[str, dict[str, list[Any]]] = {}
-            for ex in pipeline.extractors:
-                stage = f"extract:{ex.name}"
-                if time.perf_counter() > deadline:
-                    raise TrackTimeout(f"exceeded the per-track budget of {pipeline.timeout_s:.0f} s "
-                                       f"before {ex.name}")
-                try:
-                    result = ex.extract(frontend)
-                except TrackError:
-                    raise
-                except MemoryError:
-                    raise
-                except Exception as exc:  # runtime boundary: a backend's failure is this track's failure
-                    log.debug("extractor %s failed on %s:\n%s", ex.name, job.path, traceback.format_exc())
-                    raise ExtractionError(f"{type(exc).__name__}: {exc}", stage=stage) from exc
-                columns.update(result.columns)
-                for table, rows in result.tables.items():
-                    merged = tables.setdefault(table, {})
-                    for col, values in rows.items():
-                        merged.setdefault(col, []).extend(values)
+            tracks, tables, duration = extract_track(job.path, job.track_id, pipeline, started=started)
             stage = "write"
-            core = {
-                "track_id": job.track_id,
-                "path": job.path,
-                "file_size_bytes": info.file_size_bytes,
-                "pipeline": pipeline.name,
-                "pipeline_version": pipeline.fingerprint,
-                "mirflow_version": __version__,
-                "analyzed_at": utcnow(),
-                "analysis_sample_rate_hz": pipeline.analysis_sample_rate_hz,
-                "downmix": "mean",
-                "lineage": _lineage(pipeline, info.decoder),
-                "analysis_seconds": time.perf_counter() - started,
-            }
-            core.update(columns)
-            tracks = conform("tracks", {k: [v] for k, v in core.items()}, fill_missing=True)
             # Long tables first, tracks last: a tracks part is the commit
             # marker, so a kill between the two re-analyzes the track and
             # overwrites the long-table parts it had written.
@@ -238,7 +316,11 @@ def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) ->
     except TrackError as exc:
         st = exc.stage if exc.stage not in ("extract",) else stage
         write_error(catalog, _error_record(job.path, job.track_id, st, exc, pipeline))
-        return {"track_id": job.track_id, "path": job.path, "status": "failed", "stage": st,
+        status = "failed"
+        if isinstance(exc, FileChanged):
+            catalog.remove_part("files", path_key(job.path))
+            status = "changed"
+        return {"track_id": job.track_id, "path": job.path, "status": status, "stage": st,
                 "message": str(exc), "duration_s": duration, "seconds": time.perf_counter() - started}
     except Exception as exc:  # the runtime boundary: anything else is this track's failure too
         write_error(catalog, _error_record(job.path, job.track_id, stage, exc, pipeline,
@@ -249,6 +331,65 @@ def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) ->
             "duration_s": duration, "seconds": time.perf_counter() - started}
 
 
+def long_table_rows(table: str, track_id: str, rows: dict[str, list[Any]]) -> list[tuple[str | None, pa.Table]]:
+    """One track's rows of a long table, conformed: ``[(partition or None, table)]`` (empty: no rows)."""
+    spec = table_schema(table)
+    n = len(next(iter(rows.values()))) if rows else 0
+    if n == 0:
+        return []
+    data = {"track_id": [track_id] * n, **rows}
+    if spec.partition_by is None:
+        return [(None, conform(table, data, sizes=spec.sizes_of(data)))]
+    values = data[spec.partition_by]
+    out = []
+    for part in sorted(set(values)):
+        idx = [i for i, v in enumerate(values) if v == part]
+        sub = {c: [vals[i] for i in idx] for c, vals in data.items()}
+        out.append((str(part), conform(table, sub, sizes=spec.sizes_of(sub))))
+    return out
+
+
+def analyze_file(path: str | os.PathLike[str], pipeline: str | os.PathLike[str] | PipelineConfig = "default",
+                 ) -> dict[str, pd.DataFrame]:
+    """Analyze one file in this process, without a catalog: the rows a catalog would get.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An audio file.
+    pipeline : str, path-like or PipelineConfig
+        A shipped pipeline name, a pipeline YAML file, or a loaded pipeline.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``"tracks"`` (one row) and every long table the pipeline writes
+        (``beats``, ``chords``, ``embeddings``, …; empty frames where the
+        track has no rows), each with the columns of its schema.
+
+    Raises
+    ------
+    mirflow.TrackError
+        When the file cannot be analyzed (its stage says where).
+    """
+    from mirflow.audio.hashing import content_hash
+    from mirflow.pipeline.config import load_pipeline
+
+    cfg = pipeline if isinstance(pipeline, PipelineConfig) else load_pipeline(pipeline)
+    text = os.fspath(path)
+    text = os.path.abspath(os.path.expanduser(text))
+    check_readable(Path(text))
+    tracks, tables, _ = extract_track(text, content_hash(text), cfg)
+    out = {"tracks": tracks.to_pandas()}
+    for table in cfg.tables:
+        parts = long_table_rows(table, tracks["track_id"][0].as_py(), tables.get(table, {}))
+        if parts:
+            out[table] = pa.concat_tables([t for _, t in parts], promote_options="permissive").to_pandas()
+        else:
+            out[table] = table_schema(table).empty_table().to_pandas()
+    return out
+
+
 def _write_long_table(catalog: Catalog, table: str, track_id: str, rows: dict[str, list[Any]]) -> None:
     """Write one track's rows of a long table, replacing whatever an earlier run left.
 
@@ -257,20 +398,15 @@ def _write_long_table(catalog: Catalog, table: str, track_id: str, rows: dict[st
     re-run never leaves old rows behind.
     """
     spec = table_schema(table)
-    n = len(next(iter(rows.values()))) if rows else 0
-    data = {"track_id": [track_id] * n, **rows}
+    parts = long_table_rows(table, track_id, rows)
     if spec.partition_by is None:
-        if n == 0:
+        if not parts:
             catalog.remove_part(table, track_id)
-            return
-        catalog.write_part(table, track_id, conform(table, data, sizes=spec.sizes_of(data)))
+        for _, data in parts:
+            catalog.write_part(table, track_id, data)
         return
     # One folder per partition value (e.g. per embedding model: one dimension per folder).
-    values = data.get(spec.partition_by, []) if n else []
-    for part in sorted(set(values)):
-        idx = [i for i, v in enumerate(values) if v == part]
-        sub = {c: [vals[i] for i in idx] for c, vals in data.items()}
-        catalog.write_part(table, track_id, conform(table, sub, sizes=spec.sizes_of(sub)), partition=str(part))
-    for stale in set(catalog.partitions(table)) - {str(v) for v in values}:
+    for part, data in parts:
+        catalog.write_part(table, track_id, data, partition=part)
+    for stale in set(catalog.partitions(table)) - {part for part, _ in parts}:
         catalog.remove_part(table, track_id, partition=stale)
-

@@ -47,7 +47,7 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
     for name, spec in load_schemas().items():
         if spec.partition_by is None:
             if cat.parts(name):
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{_esc(cat.glob(name))}')")
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{_esc(cat.glob(name))}', union_by_name=true)")
             else:
                 _empty_view(con, name)
             continue
@@ -55,7 +55,7 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
         selects = []
         for part in parts:
             view = f"{name}_{_ident(part)}"
-            con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{_esc(cat.glob(name, part))}')")
+            con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{_esc(cat.glob(name, part))}', union_by_name=true)")
             cols = ", ".join(f"{c.name}::FLOAT[] AS {c.name}" if c.sized_per_file else c.name
                              for c in spec.columns)
             selects.append(f"SELECT {cols} FROM {view}")
