@@ -20,8 +20,66 @@ from mirflow.errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas
 
+    from mirflow.pipeline.runner import RunSummary
+
+
+
+def analyze(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    catalog: str | os.PathLike[str],
+    *,
+    pipeline: str | os.PathLike[str] = "default",
+    workers: int = 2,
+    scheduler: str | None = None,
+    force: bool = False,
+    limit: int | None = None,
+    dry_run: bool = False,
+) -> RunSummary:
+    """Analyze audio files, folders, globs or manifests into a catalog; the run's summary.
+
+    A process-based Dask cluster starts its workers by re-importing the
+    calling script, so call this under ``if __name__ == "__main__":``.
+
+    Parameters
+    ----------
+    inputs : path or list of paths
+        Files, folders (walked), globs or manifests; ``~`` is expanded.
+    catalog : path
+        The catalog folder (created if missing).
+    pipeline : str or path
+        A shipped pipeline name or a pipeline YAML file.
+    workers : int
+        Local worker processes (ignored with ``scheduler``).
+    scheduler : str, optional
+        Address of an existing Dask scheduler.
+    force, limit, dry_run
+        As ``mirflow analyze --force/--limit/--dry-run``.
+
+    Returns
+    -------
+    RunSummary
+        Counts and figures; ``summary.plan`` lists what was analyzed and skipped.
+
+    Examples
+    --------
+    >>> import mirflow                                             # doctest: +SKIP
+    >>> if __name__ == "__main__":                                 # doctest: +SKIP
+    ...     summary = mirflow.analyze("~/music", "cat/", workers=4)
+    ...     print(summary.analyzed, summary.failed)
+    """
+    from mirflow.pipeline.runner import ClusterOptions
+    from mirflow.pipeline.runner import analyze as _analyze
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    summary, _ = _analyze(list(inputs), os.path.expanduser(os.fspath(catalog)), pipeline=pipeline,
+                          cluster=ClusterOptions(workers=workers, scheduler=scheduler),
+                          force=force, limit=limit, dry_run=dry_run)
+    return summary
 
 
 def analyze_file(path: str | os.PathLike[str], pipeline: str | os.PathLike[str] = "default",
@@ -44,6 +102,7 @@ def analyze_file(path: str | os.PathLike[str], pipeline: str | os.PathLike[str] 
 
 __all__ = [
     "__version__",
+    "analyze",
     "analyze_file",
     "CatalogError",
     "ConfigError",

@@ -79,6 +79,28 @@ def run_checks() -> list[Check]:
         checks.append(_module(name))
     fs = shutil.which("fluidsynth")
     checks.append(Check("fluidsynth", fs is not None, fs or "not found (only needed to render MIDI test audio)"))
+    from mirflow.synth import find_soundfont
+
+    try:
+        soundfont = find_soundfont()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        soundfont = None
+        why = str(exc)
+    checks.append(Check("GM soundfont", soundfont is not None,
+                        str(soundfont) if soundfont else f"{why} (apt-get install fluid-soundfont-gm)"))
+    from mirflow.models import store
+
+    weights = store.installed_musicnn_weights(verify=True)
+    checks.append(Check("musicnn weights", weights is not None,
+                        str(weights) if weights else "not installed (mirflow models install musicnn)"))
+    from mirflow.pipeline import available_pipelines, load_pipeline
+    from mirflow.pipeline.config import requirement_problems
+
+    for name in available_pipelines():
+        problems = requirement_problems(load_pipeline(name), fetch=False)
+        detail = "can run here" if not problems else "; ".join(
+            f"{req.name} missing ({req.install})" for req in problems)
+        checks.append(Check(f"pipeline {name}", not problems, detail))
     from mirflow.extractors import registry
 
     for name in registry.names():

@@ -17,6 +17,10 @@ class ConfigError(MirflowError):
     """A pipeline, parameter or command-line setting is invalid."""
 
 
+class MissingBackendError(ConfigError):
+    """A pipeline needs a package, program or model that is not installed here."""
+
+
 class ParameterError(ConfigError):
     """An extractor parameter is unknown, of the wrong type or out of range."""
 

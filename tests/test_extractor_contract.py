@@ -81,6 +81,10 @@ def test_silence_and_empty(name):
                     np.zeros(100, dtype=np.float32)):
         out = ex.extract(Frontend.from_array(samples, 44100))
         _conforms(ex, out)
+        # Every empty value has a reason the catalog stores (tracks.empty_reasons).
+        left_out = [c for c, v in out.columns.items() if v is None]
+        if left_out:
+            assert out.reasons and all(isinstance(r, str) and r for r in out.reasons), (name, left_out)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,14 +10,28 @@ from pathlib import Path
 
 from mirflow._version import __version__
 from mirflow.catalog.layout import path_text
-from mirflow.errors import MirflowError
+from mirflow.errors import ConfigError, MirflowError
 
 log = logging.getLogger("mirflow.cli")
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per log line, for batch jobs whose logs are collected and searched."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _setup_logging(verbose: int, *, quiet: bool = False, log_format: str = "text") -> None:
+    level = logging.ERROR if quiet else logging.WARNING - 10 * min(verbose, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if log_format == "json"
+                         else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     if verbose < 2:
         # distributed configures its own loggers when imported: import it
         # first, then quiet it (its INFO chatter buries the progress bar).
@@ -35,14 +49,15 @@ class _Progress:
         self.bars: dict[str, object] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
+        if not self.enabled or total == 0:  # nothing to do: no empty bar
             return
         from tqdm import tqdm
 
         bar = self.bars.get(stage)
         if bar is None:
-            label = {"hash": "hashing ", "analyze": "analyzing"}.get(stage, stage)
-            bar = self.bars[stage] = tqdm(total=total, desc=label, unit="track", file=sys.stderr,
+            label = {"hash": "hashing  ", "warm-up": "loading models", "analyze": "analyzing"}.get(stage, stage)
+            unit = "worker" if stage == "warm-up" else "track"
+            bar = self.bars[stage] = tqdm(total=total, desc=label, unit=unit, file=sys.stderr,
                                           dynamic_ncols=True)
         bar.total = total
         bar.n = done
@@ -80,7 +95,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                           threads_per_worker=args.threads_per_worker,
                           memory_limit=args.memory_limit, worker_lifetime=args.worker_lifetime or None,
                           dashboard=not args.no_dashboard, dashboard_address=args.dashboard_address)
-    progress = _Progress(enabled=not args.no_progress)
+    progress = _Progress(enabled=not (args.no_progress or args.quiet))
     try:
         summary, plan = analyze(
             args.inputs, args.catalog, pipeline=args.pipeline, cluster=opts, force=args.force,
@@ -110,7 +125,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _print_summary(summary)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
-    return 0
+    return analyze_exit_code(summary, strict=args.strict)
+
+
+#: Exit codes of `mirflow analyze` (also in its --help and the README).
+EXIT_OK, EXIT_TRACKS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def analyze_exit_code(summary, *, strict: bool) -> int:
+    """1 when every track failed (or, with ``strict``, any did); 0 otherwise."""
+    if summary.failed and (strict or summary.analyzed + summary.skipped == 0):
+        return EXIT_TRACKS_FAILED
+    return EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -125,15 +151,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
     from mirflow.query import connect
 
     con = connect(args.catalog)
-    rel = con.sql(args.sql)
+    try:
+        rel = con.sql(args.sql)
+        df = rel.df() if rel is not None else None
+    except duckdb.Error as exc:
+        # One line: DuckDB's message says what and where; its traceback says nothing more.
+        raise ConfigError(f"SQL: {' '.join(str(exc).split())}") from None
     if rel is None:
         return 0
     if args.output:
         out = Path(args.output)
-        df = rel.df()
         if out.suffix == ".parquet":
             df.to_parquet(out, index=False)
         elif out.suffix == ".csv":
@@ -146,7 +178,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
         with pd.option_context("display.max_rows", args.max_rows, "display.max_columns", 20,
                                "display.width", 200):
-            print(rel.df().to_string(max_rows=args.max_rows))
+            print(df.to_string(max_rows=args.max_rows))
     return 0
 
 
@@ -271,79 +303,177 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mirflow", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"mirflow {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for Dask's)")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (unless the help names it), descriptions and examples as written."""
 
-    a = sub.add_parser("analyze", help="analyze audio files into a Parquet catalog")
-    a.add_argument("inputs", nargs="+", help="files, directories, globs, or manifests (.txt/.csv/.parquet)")
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings
+                and action.nargs not in ("?", "*")):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})"
+
+
+def _command(sub: argparse._SubParsersAction, name: str, *, help: str, description: str,  # noqa: A002
+             examples: str) -> argparse.ArgumentParser:
+    import textwrap
+
+    paragraphs = [textwrap.fill(" ".join(par.split()), width=100) for par in description.split("\n\n")]
+    return sub.add_parser(name, help=help, description="\n\n".join(paragraphs),
+                          epilog="examples:\n" + "\n".join("  " + ln for ln in examples.strip().splitlines()))
+
+
+def _finish(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command the help formatter and the logging options, recursively.
+
+    The logging options are accepted after the command too (``mirflow analyze
+    … -v``), where people type them; they default to SUPPRESS there so that
+    a value given before the command is not overwritten.
+    """
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if "-q" not in child._option_string_actions:
+                    _logging_options(child, default=argparse.SUPPRESS)
+                _finish(child)
+
+
+def _logging_options(parser: argparse.ArgumentParser, *, default) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="count", default=default if default is argparse.SUPPRESS else 0,
+                       help="more log output; -vv also shows Dask's")
+    group.add_argument("-q", "--quiet", action="store_true", default=default if default is argparse.SUPPRESS
+                       else False, help="errors only: no warnings, no progress bars")
+    group.add_argument("--log-format", choices=("text", "json"), default=default if default is argparse.SUPPRESS
+                       else "text", help="log lines on stderr as text or as one JSON object per line (batch jobs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mirflow", formatter_class=_HelpFormatter,
+        description="Analyze audio catalogs into validated Parquet tables on Dask, query them, and use them "
+                    "(classifiers, similarity search, recommender exports, an HTTP API).",
+        epilog="examples:\n  mirflow analyze ~/music --catalog cat/\n"
+               "  mirflow query cat/ \"select key, count(*) from tracks group by key\"\n"
+               "  mirflow doctor\n\nRun `mirflow COMMAND --help` for each command's options and examples.")
+    parser.add_argument("--version", action="version", version=f"mirflow {__version__}")
+    _logging_options(parser, default=None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = _command(sub, "analyze", help="analyze audio files into a Parquet catalog",
+                 description="Decode every track once, run the pipeline's extractors on Dask workers and write "
+                             "the catalog's Parquet tables. Incremental: tracks already analyzed by the same "
+                             "pipeline are skipped; a killed run resumes where it stopped.\n\n"
+                             "exit codes: 0 done (some paths may have failed: see the errors table), "
+                             "1 every input path failed (or any did, with --strict), 2 usage or configuration "
+                             "error (nothing started), 130 interrupted (run the same command to resume)",
+                 examples="""mirflow analyze ~/music --catalog cat/
+mirflow analyze ~/music /data/*.flac tracks.csv --catalog cat/ --workers 8
+mirflow analyze ~/music --catalog cat/ --dry-run
+mirflow analyze ~/music --catalog cat/ --scheduler tcp://10.0.0.5:8786
+mirflow analyze ~/music --catalog cat/ --pipeline permissive --log-format json -q""")
+    a.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, folders (walked), globs, or manifests (.txt/.m3u/.csv/.parquet with a path column)")
     a.add_argument("--catalog", required=True, help="catalog folder (created if missing)")
-    a.add_argument("--pipeline", default="default", help="shipped pipeline name or YAML file")
+    a.add_argument("--pipeline", default="default", help="shipped pipeline name (see `mirflow pipelines`) or YAML file")
     a.add_argument("--workers", type=int, default=2, help="local worker processes")
-    a.add_argument("--threads-per-worker", type=int, default=1)
-    a.add_argument("--memory-limit", default="auto", help="per worker, e.g. 4GiB")
-    a.add_argument("--scheduler", help="address of an existing dask.distributed scheduler")
+    a.add_argument("--threads-per-worker", type=int, default=1, help="threads per local worker process")
+    a.add_argument("--memory-limit", default="auto",
+                   help="per local worker, e.g. 4GiB; auto shares 90%% of this machine's memory among the workers")
+    a.add_argument("--scheduler", help="address of an existing dask.distributed scheduler (default: start a local cluster)")
     a.add_argument("--worker-lifetime", default="1 hour", help="recycle workers after this long ('' = never)")
     a.add_argument("--force", action="store_true", help="re-analyze tracks already in the catalog")
-    a.add_argument("--limit", type=int, help="analyze at most N tracks")
-    a.add_argument("--dry-run", action="store_true", help="list what would be analyzed and skipped")
-    a.add_argument("--no-progress", action="store_true")
-    a.add_argument("--no-dashboard", action="store_true")
+    a.add_argument("--limit", type=int, help="analyze at most N tracks now; the rest are deferred to a later run")
+    a.add_argument("--dry-run", action="store_true", help="list what would be analyzed and skipped; write nothing")
+    a.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a.add_argument("--no-dashboard", action="store_true", help="do not start the Dask dashboard")
     a.add_argument("--dashboard-address", default="127.0.0.1:0",
-                   help="where the local cluster's Dask dashboard listens (default: this machine only, "
-                        "any free port; ':8787' for every interface)")
-    a.add_argument("--summary-json", help="also write the run summary as JSON")
+                   help="where the local cluster's Dask dashboard listens (this machine only unless you say "
+                        "otherwise, e.g. ':8787' for every interface)")
+    a.add_argument("--summary-json", metavar="FILE", help="also write the run summary as JSON")
+    a.add_argument("--strict", action="store_true",
+                   help="exit 1 when any input path failed (default: only when every one did)")
     a.set_defaults(func=cmd_analyze)
 
-    d = sub.add_parser("doctor", help="which decoders and backends work here")
+    d = _command(sub, "doctor", help="which decoders, backends, models and pipelines work here",
+                 description="Check this machine: decoders (libsndfile, ffmpeg), backend packages, musicnn's "
+                             "weights, the General MIDI soundfont, and whether each shipped pipeline can run.",
+                 examples="mirflow doctor")
     d.set_defaults(func=cmd_doctor)
 
-    q = sub.add_parser("query", help="SQL (DuckDB) over a catalog's tables")
-    q.add_argument("catalog")
-    q.add_argument("sql")
-    q.add_argument("--output", help="write the result to a .csv or .parquet file")
-    q.add_argument("--max-rows", type=int, default=50)
+    q = _command(sub, "query", help="SQL (DuckDB) over a catalog's tables",
+                 description="Run one SQL statement over the catalog: every table is a view (tracks, files, "
+                             "errors, beats, chords, embeddings, embeddings_<model>, tags, …; see docs/tables.md).",
+                 examples="""mirflow query cat/ "select key, count(*) n from tracks group by key order by n desc"
+mirflow query cat/ "select stage, count(*) from errors group by stage"
+mirflow query cat/ "select r, count(*) from (select unnest(empty_reasons) r from tracks) group by r"
+mirflow query cat/ "select * from tracks where tempo_bpm between 120 and 130" --output fast.csv""")
+    q.add_argument("catalog", help="catalog folder")
+    q.add_argument("sql", help="one SQL statement (DuckDB dialect)")
+    q.add_argument("--output", metavar="FILE", help="write the result to a .csv or .parquet file instead of printing")
+    q.add_argument("--max-rows", type=int, default=50, help="rows printed at most")
     q.set_defaults(func=cmd_query)
 
-    s = sub.add_parser("synth", help="generate labelled test audio with exact ground truth")
-    s.add_argument("out")
-    s.add_argument("-n", type=int, default=24)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--formats", nargs="+", default=["wav"])
-    s.add_argument("--backend", default="auto", choices=["auto", "numpy", "fluidsynth"])
+    s = _command(sub, "synth", help="generate labelled test audio with exact ground truth",
+                 description="Render a corpus of generated music (numpy synthesis or FluidSynth with a General "
+                             "MIDI soundfont) with its exact ground truth (truth.jsonl and JAMS files).",
+                 examples="""mirflow synth corpus/ -n 50 --formats wav mp3
+mirflow synth corpus/ -n 20 --backend numpy --seed 3""")
+    s.add_argument("out", help="output folder")
+    s.add_argument("-n", type=int, default=24, help="number of tracks")
+    s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same corpus)")
+    s.add_argument("--formats", nargs="+", default=["wav"], help="audio formats, spread over the tracks")
+    s.add_argument("--backend", default="auto", choices=["auto", "numpy", "fluidsynth"],
+                   help="renderer; auto uses FluidSynth when it and a soundfont are installed")
     s.set_defaults(func=cmd_synth)
 
-    m = sub.add_parser("demo", help="generate a demo catalog and analyze it")
-    m.add_argument("--dir", default="demo")
-    m.add_argument("-n", type=int, default=12)
-    m.add_argument("--workers", type=int, default=2)
-    m.add_argument("--pipeline", default="default")
+    m = _command(sub, "demo", help="generate a demo catalog and analyze it",
+                 description="Generate a small labelled corpus, analyze it, print rows and the accuracy against "
+                             "the generated ground truth.",
+                 examples="mirflow demo --plots\nmirflow demo --dir /tmp/demo -n 24 --pipeline permissive")
+    m.add_argument("--dir", default="demo", help="folder for the corpus and the catalog")
+    m.add_argument("-n", type=int, default=12, help="number of tracks")
+    m.add_argument("--workers", type=int, default=2, help="local worker processes")
+    m.add_argument("--pipeline", default="default", help="pipeline name or YAML file")
     m.add_argument("--plots", action="store_true", help="also draw tempo/key/embedding plots")
     m.set_defaults(func=cmd_demo)
 
-    pl = sub.add_parser("plot", help="tempo, key and loudness distributions and an embedding map (PNG)")
-    pl.add_argument("catalog")
-    pl.add_argument("--out", help="folder for the PNG files (default CATALOG/plots)")
+    pl = _command(sub, "plot", help="tempo, key and loudness distributions and an embedding map (PNG)",
+                  description="Draw the catalog's distributions as PNG files.",
+                  examples="mirflow plot cat/\nmirflow plot cat/ --out plots/")
+    pl.add_argument("catalog", help="catalog folder")
+    pl.add_argument("--out", help="folder for the PNG files (default: CATALOG/plots)")
     pl.set_defaults(func=cmd_plot)
 
-    mo = sub.add_parser("models", help="install or list model weights (fetched from PyPI packages only)")
-    mo.add_argument("action", choices=["install", "list"])
-    mo.add_argument("model", nargs="?", default="musicnn", choices=["musicnn"])
-    mo.add_argument("--force", action="store_true")
+    mo = _command(sub, "models", help="install or list model weights (fetched from PyPI packages only)",
+                  description="musicnn's weights come from the pinned musicnn wheel on PyPI, checksum-verified.",
+                  examples="mirflow models install musicnn\nmirflow models list")
+    mo.add_argument("action", choices=["install", "list"], help="install the weights, or show what is installed")
+    mo.add_argument("model", nargs="?", default="musicnn", choices=["musicnn"], help="which model")
+    mo.add_argument("--force", action="store_true", help="fetch again even when intact weights are installed")
     mo.set_defaults(func=cmd_models)
 
-    ev = sub.add_parser("evaluate", help="score a catalog against ground truth (JAMS or JSONL/CSV) with mir_eval")
-    ev.add_argument("catalog")
+    ev = _command(sub, "evaluate", help="score a catalog against ground truth (JAMS or JSONL/CSV) with mir_eval",
+                  description="mir_eval's metrics per track and overall: key (MIREX weighted), tempo "
+                              "Accuracy1/2, beat F-measure, chord WCSR; written as Parquet.",
+                  examples="mirflow evaluate cat/ --truth corpus/truth.jsonl\nmirflow evaluate cat/ --truth jams/ --skip-missing")
+    ev.add_argument("catalog", help="catalog folder")
     ev.add_argument("--truth", required=True, help="JSONL/CSV file, JAMS file, or folder of JAMS files")
-    ev.add_argument("--out", help="folder for per_track.parquet and overall.parquet (default CATALOG/evaluation)")
+    ev.add_argument("--out", help="folder for per_track.parquet and overall.parquet (default: CATALOG/evaluation)")
     ev.add_argument("--skip-missing", action="store_true",
                     help="leave out truth tracks absent from the catalog (default: they count as wrong)")
     ev.set_defaults(func=cmd_evaluate)
 
-    sub.add_parser("pipelines", help="list shipped pipelines").set_defaults(func=cmd_pipelines)
-    sub.add_parser("extractors", help="list extractors and their parameters").set_defaults(func=cmd_extractors)
+    _command(sub, "pipelines", help="list shipped pipelines",
+             description="Shipped pipelines with their fingerprints and extractors (files in pipelines/).",
+             examples="mirflow pipelines").set_defaults(func=cmd_pipelines)
+    _command(sub, "extractors", help="list extractors and their parameters",
+             description="Every extractor with its version, columns, tables and parameters "
+                         "(default, allowed range or choices, meaning).",
+             examples="mirflow extractors").set_defaults(func=cmd_extractors)
 
     # The downstream layer's commands live beside their subpackages, one
     # module each, so that each registers its own subcommands.
@@ -351,21 +481,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (ml_cmd, index_cmd, recsys_cmd, serve_cmd):
         module.register(sub)
+    _finish(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose or 0, quiet=args.quiet, log_format=args.log_format)
     try:
         return int(args.func(args) or 0)
     except MirflowError as exc:
         print(f"mirflow: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("mirflow: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from mirflow.errors import ExtractionError, ParameterError
+from mirflow.extractors.requirements import Requirement
 
 P = TypeVar("P", bound="Params")
 
@@ -118,11 +119,17 @@ class Extraction:
         values, without ``track_id`` (the writer adds it).
     notes : tuple of str
         Human-readable remarks (e.g. "silent: no tempo") logged at debug level.
+    reasons : tuple of str
+        Why values are empty, as short fixed phrases that count well in SQL
+        (``silent``, ``too short``, ``flat pitch-class profile``, …); stored
+        in ``tracks.empty_reasons`` as ``"EXTRACTOR: reason"``. Empty when the
+        extractor gave every value it could.
     """
 
     columns: Mapping[str, Any] = field(default_factory=dict)
     tables: Mapping[str, Mapping[str, Sequence[Any]]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
 
 
 class Extractor(ABC):
@@ -170,15 +177,27 @@ class Extractor(ABC):
     def extract(self, frontend: Any) -> Extraction:
         """Compute this extractor's outputs for one track. Pure: same input, same output."""
 
+    def requirements(self) -> tuple[Requirement, ...]:
+        """What this instance's backend needs on a worker (checked before a run starts)."""
+        return ()
+
     # ----------------------------------------------------------------- helpers
-    def empty(self, *notes: str) -> Extraction:
-        """The outcome when there is nothing to measure: every column null, no table rows."""
+    def empty(self, *notes: str, reason: str | None = None) -> Extraction:
+        """The outcome when there is nothing to measure: every column null, no table rows, and why.
+
+        ``reason`` is a short fixed phrase (``silent``, ``too short``); without
+        one, the first note (or "no value") stands in.
+        """
+        why = reason or (notes[0] if notes else "no value")
         return Extraction(columns={c: None for c in self.columns},
-                          tables={t: {} for t in self.tables}, notes=notes)
+                          tables={t: {} for t in self.tables}, notes=notes, reasons=(why,))
 
     def result(self, columns: Mapping[str, Any], tables: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
-               *notes: str) -> Extraction:
-        """Build an :class:`Extraction`, checking it names exactly the declared columns and tables."""
+               *notes: str, reason: str | None = None) -> Extraction:
+        """Build an :class:`Extraction`, checking it names exactly the declared columns and tables.
+
+        ``reason`` says why some values are empty (see :attr:`Extraction.reasons`).
+        """
         if set(columns) != set(self.columns):
             missing = sorted(set(self.columns) - set(columns))
             extra = sorted(set(columns) - set(self.columns))
@@ -190,7 +209,8 @@ class Extractor(ABC):
                                   stage=f"extract:{self.name}")
         for t in self.tables:
             tables.setdefault(t, {})
-        return Extraction(columns=dict(columns), tables=tables, notes=notes)
+        return Extraction(columns=dict(columns), tables=tables, notes=notes,
+                          reasons=(reason,) if reason else ())
 
     def lineage(self) -> dict[str, Any]:
         """Name, version, parameters and library versions, recorded with every row."""

@@ -65,6 +65,7 @@ from mirflow.extractors.key import (
     madmom_log_filtered,
     quiet_onnxruntime,
 )
+from mirflow.extractors.requirements import ESSENTIA, LIBROSA, MADMOM, Requirement
 from mirflow.labels import MAJMIN_LABELS, to_harte
 
 log = logging.getLogger(__name__)
@@ -360,21 +361,26 @@ class ChordExtractor(Extractor):
             return essentia_chords(frontend, p.essentia_window_s)
         return librosa_chords(frontend, p.self_transition, p.no_chord_threshold)
 
+    def requirements(self) -> tuple[Requirement, ...]:
+        return {"ensemble": (MADMOM, LIBROSA), "madmom": (MADMOM,), "essentia": (ESSENTIA,),
+                "librosa": (LIBROSA,)}[self.params.backend]
+
     def extract(self, frontend: Any) -> Extraction:
         p: ChordParams = self.params
         if frontend.is_empty or frontend.duration_s < MIN_DURATION_S:
-            return self.empty(f"no chords: audio shorter than {MIN_DURATION_S} s")
+            return self.empty(f"no chords: audio shorter than {MIN_DURATION_S} s", reason="too short")
         duration = float(frontend.duration_s)
         if frontend.rms_dbfs(LIBROSA_SR) <= p.silence_dbfs:
             segs: list[Segment] = [(0.0, round(duration, 6), "N", None)]
-            note = "silent: one N segment"
+            note = reason = "silent: one N segment"
         else:
             segs = self.segments(frontend) or [(0.0, round(duration, 6), "N", None)]
             note = f"{len(segs)} segments"
+            reason = "no chord found: one N segment" if all(s[2] == "N" for s in segs) else None
         table = {
             "start_s": [s[0] for s in segs],
             "end_s": [s[1] for s in segs],
             "label": [s[2] for s in segs],
             "confidence": [s[3] for s in segs],
         }
-        return self.result(summarize(segs, duration, p.top_n), {"chords": table}, note)
+        return self.result(summarize(segs, duration, p.top_n), {"chords": table}, note, reason=reason)

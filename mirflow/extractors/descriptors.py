@@ -42,6 +42,7 @@ import numpy as np
 from mirflow.errors import ExtractionError
 from mirflow.extractors._dsp import unbiased_autocovariance
 from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.requirements import ESSENTIA, LIBROSA, Requirement
 
 log = logging.getLogger(__name__)
 
@@ -439,11 +440,14 @@ class DescriptorExtractor(Extractor):
     libraries = ("librosa", "essentia", "numpy")
     licences = ("AGPL-3.0 (essentia backend)", "ISC (librosa backend)")
 
+    def requirements(self) -> tuple[Requirement, ...]:
+        return (ESSENTIA, LIBROSA) if self.params.backend == "essentia" else (LIBROSA,)
+
     def extract(self, frontend: Any) -> Extraction:
         from threadpoolctl import threadpool_limits
 
         if frontend.is_empty:
-            return self.empty("empty audio")
+            return self.empty("empty audio", reason="empty audio")
         # One BLAS thread: matrix products (mel filterbank, covariance) can
         # round differently with another thread count, and the values must
         # be the same bit for bit on any host; workers use one core each anyway.
@@ -455,7 +459,8 @@ class DescriptorExtractor(Extractor):
         feats = frame_features(frontend, sample_rate_hz=p.sample_rate_hz, n_fft=p.n_fft,
                                hop_length=p.hop_length, silence_threshold_dbfs=p.silence_threshold_dbfs)
         if feats is None:
-            return self.empty("silent or shorter than one analysis window: no descriptors")
+            return self.empty("silent or shorter than one analysis window: no descriptors",
+                              reason="silent or too short")
         import librosa
 
         cols: dict[str, Any] = {}

@@ -46,6 +46,7 @@ import numpy as np
 from mirflow.errors import ExtractionError, ModelUnavailableError, ParameterError
 from mirflow.extractors.base import Extraction, Extractor, Params, param
 from mirflow.extractors.descriptors import FrameFeatures, frame_features, onset_rate, pulse
+from mirflow.extractors.requirements import LIBROSA, MUSICNN_WEIGHTS, ONNXRUNTIME, Requirement
 
 log = logging.getLogger(__name__)
 
@@ -381,11 +382,15 @@ class EmbeddingExtractor(Extractor):
         """The embedding length, when it is known without running the model (None for onnx)."""
         return {"descriptor": DESCRIPTOR_DIM, "musicnn": MUSICNN_DIM}.get(self.params.model)
 
+    def requirements(self) -> tuple[Requirement, ...]:
+        return {"musicnn": (MUSICNN_WEIGHTS, LIBROSA), "onnx": (ONNXRUNTIME,),
+                "descriptor": (LIBROSA,)}[self.params.model]
+
     def extract(self, frontend: Any) -> Extraction:
         from threadpoolctl import threadpool_limits
 
         if frontend.is_empty:
-            return self.empty("empty audio")
+            return self.empty("empty audio", reason="empty audio")
         # One BLAS thread: the same vectors whatever the host's core count
         # (a thread count can change summation order), and one core per worker.
         with threadpool_limits(1):
@@ -420,14 +425,14 @@ class EmbeddingExtractor(Extractor):
         feats = frame_features(frontend, sample_rate_hz=DESCRIPTOR_SR, n_fft=DESCRIPTOR_N_FFT,
                                hop_length=DESCRIPTOR_HOP, silence_threshold_dbfs=self.params.silence_threshold_dbfs)
         if feats is None:
-            return self.empty("silent: no embedding")
+            return self.empty("silent: no embedding", reason="silent")
         vec = _check(descriptor_vector(feats)[None, :], DESCRIPTOR_DIM, "descriptor")[0]
         return self._rows(vec, DESCRIPTOR_VERSION, None)
 
     def _musicnn(self, frontend: Any) -> Extraction:
 
         if self._silent(frontend):
-            return self.empty("silent: no embedding")
+            return self.empty("silent: no embedding", reason="silent")
         try:
             net = load_musicnn()
         except ModelUnavailableError as exc:
@@ -437,7 +442,7 @@ class EmbeddingExtractor(Extractor):
                                          input_overlap=None if hop == 3.0 else hop, pad_short=True)
         vectors = _check(out.penultimate, MUSICNN_DIM, "musicnn")
         if vectors.shape[0] == 0:
-            return self.empty("too short for one musicnn patch")
+            return self.empty("too short for one musicnn patch", reason="too short")
         probs = _check(out.taggram, len(out.tags), "musicnn taggram")
         mean_probs = _mean(probs)
         tags = {"tag": list(out.tags), "probability": [float(p) for p in mean_probs],
@@ -449,7 +454,7 @@ class EmbeddingExtractor(Extractor):
         sr = p.input_sample_rate_hz
         y = frontend.signal(sr)
         if self._silent(frontend):
-            return self.empty("silent: no embedding")
+            return self.empty("silent: no embedding", reason="silent")
         model = load_onnx(p.onnx_path)
         if p.input_kind == "waveform":
             patch, hop = max(1, round(p.patch_seconds * sr)), max(1, round(p.hop_seconds * sr))

@@ -64,6 +64,7 @@ import numpy as np
 
 from mirflow.errors import ParameterError
 from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.requirements import ESSENTIA, LIBROSA, MADMOM, Requirement
 from mirflow.labels import Key
 
 log = logging.getLogger(__name__)
@@ -353,15 +354,20 @@ class KeyExtractor(Extractor):
             return rms_db, 1.0
         return rms_db, chroma_flatness(librosa_chroma(frontend, "stft").sum(axis=1))
 
+    def requirements(self) -> tuple[Requirement, ...]:
+        return {"ensemble": (MADMOM, ESSENTIA, LIBROSA), "madmom": (MADMOM, LIBROSA), "essentia": (ESSENTIA,),
+                "librosa": (LIBROSA,)}[self.params.backend]
+
     def extract(self, frontend: Any) -> Extraction:
         p: KeyParams = self.params
         if frontend.is_empty or frontend.duration_s < 1.0:
-            return self.empty("no key: empty or shorter than 1 s")
+            return self.empty("no key: empty or shorter than 1 s", reason="too short")
         rms_db, flatness = self.tonal_evidence(frontend)
         if rms_db < p.silence_dbfs:
-            return self.empty(f"no key: silent (RMS {rms_db:.1f} dBFS)")
+            return self.empty(f"no key: silent (RMS {rms_db:.1f} dBFS)", reason="silent")
         if flatness > p.max_chroma_flatness:
-            return self.empty(f"no key: flat pitch-class profile (flatness {flatness:.2f}), noise or atonal")
+            return self.empty(f"no key: flat pitch-class profile (flatness {flatness:.2f}), noise or atonal",
+                              reason="flat pitch-class profile")
         probs = self.combine(self.probabilities(frontend))
         order = np.argsort(-probs, kind="stable")
         best, alt = Key.from_index(int(order[0])), Key.from_index(int(order[1]))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.requirements import ESSENTIA, PYLOUDNORM, Requirement
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,18 +121,21 @@ class LoudnessExtractor(Extractor):
     libraries = ("essentia", "pyloudnorm", "soxr")
     licences = ("AGPL-3.0 (essentia backend)", "MIT (pyloudnorm backend)")
 
+    def requirements(self) -> tuple[Requirement, ...]:
+        return (ESSENTIA,) if self.params.backend == "essentia" else (PYLOUDNORM,)
+
     def extract(self, frontend) -> Extraction:
         p: LoudnessParams = self.params
         sr = p.sample_rate_hz
         chans = frontend.channels(sr)
         if chans.shape[0] == 0:
-            return self.empty("empty audio")
+            return self.empty("empty audio", reason="empty audio")
         peak = float(np.max(np.abs(chans)))
         silent = peak <= 10.0 ** (p.silence_threshold_dbfs / 20.0)
         if silent:
             return self.result({"is_silent": True, "loudness_integrated_lufs": None, "loudness_range_lu": None,
                                 "true_peak_dbtp": None, "sample_peak_dbfs": _db(peak), "rms_dbfs": None},
-                               None, "silent: loudness not measured")
+                               None, "silent: loudness not measured", reason="silent")
         # BS.1770 sums channel powers; a mono file is one channel (pad with a
         # silent second channel for the stereo-only meters). Beyond two
         # channels we keep the front pair, since surround weights need a

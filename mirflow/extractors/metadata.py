@@ -28,7 +28,7 @@ class MetadataExtractor(Extractor):
                 "container": None, "codec": None, "sample_rate_hz": frontend.native_sample_rate_hz,
                 "channels": frontend.audio.channels, "duration_s": duration, "bit_rate_bps": None,
                 "decoder": None,
-            })
+            }, reason="in-memory audio: no container")
         return self.result({
             "container": info.container,
             "codec": info.codec,
@@ -37,4 +37,4 @@ class MetadataExtractor(Extractor):
             "duration_s": duration,
             "bit_rate_bps": int(info.file_size_bytes * 8 / duration) if duration > 0 else None,
             "decoder": info.decoder,
-        })
+        }, reason=None if duration > 0 else "no audio: no bit rate")

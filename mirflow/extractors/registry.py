@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "chords": "mirflow.extractors.chords:ChordExtractor",
     "descriptors": "mirflow.extractors.descriptors:DescriptorExtractor",
     "embeddings": "mirflow.extractors.embeddings:EmbeddingExtractor",
+    "fingerprint": "mirflow.extractors.fingerprint:FingerprintExtractor",
 }
 
 _registered: dict[str, type[Extractor]] = {}

@@ -79,6 +79,7 @@ from mirflow.extractors._rhythm_features import (
     tempo_stability,
 )
 from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.requirements import ESSENTIA, LIBROSA, MADMOM, Requirement
 
 log = logging.getLogger(__name__)
 
@@ -486,32 +487,36 @@ class RhythmExtractor(Extractor):
                 "AGPL-3.0 (essentia backend)", "ISC (librosa backend)")
 
     # ------------------------------------------------------------------ API
+    def requirements(self) -> tuple[Requirement, ...]:
+        return {"ensemble": (MADMOM, LIBROSA), "madmom": (MADMOM, LIBROSA), "essentia": (ESSENTIA, LIBROSA),
+                "librosa": (LIBROSA,)}[self.params.backend]
+
     def extract(self, frontend: Any) -> Extraction:
         p: RhythmParams = self.params
         if frontend.is_empty:
-            return self._none("empty audio: no tempo")
+            return self._none("empty audio: no tempo", "empty audio")
         if frontend.duration_s < p.min_duration_s:
-            return self._none(f"{frontend.duration_s:.1f} s is shorter than {p.min_duration_s:g} s: no tempo")
+            return self._none(f"{frontend.duration_s:.1f} s is shorter than {p.min_duration_s:g} s: no tempo", "too short")
         if frontend.rms_dbfs() <= p.silence_threshold_dbfs:
-            return self._none("silent: no tempo")
+            return self._none("silent: no tempo", "silent")
         if p.backend in ("essentia", "librosa"):
             return self._from_generic(frontend, p.backend)
         return self._from_madmom(frontend, ensemble=p.backend == "ensemble")
 
     # ------------------------------------------------------------ outcomes
-    def _none(self, note: str) -> Extraction:
+    def _none(self, note: str, reason: str) -> Extraction:
         log.debug("rhythm: %s", note)
         cols: dict[str, Any] = {c: None for c in self.columns}
         cols["beat_count"] = 0
         cols["downbeat_count"] = 0
-        return self.result(cols, {"beats": {"time_s": [], "beat_in_bar": []}}, note)
+        return self.result(cols, {"beats": {"time_s": [], "beat_in_bar": []}}, note, reason=reason)
 
     def _emit(self, *, beats: np.ndarray, beat_in_bar: np.ndarray | list[int] | None, meter: int | None,
               tempo: float | None, confidence: float | None, alt: float | None,
               alt_confidence: float | None, note: str) -> Extraction:
         beats = np.asarray(beats, dtype=np.float64)
         if tempo is None or beats.size < 2:
-            return self._none(f"{note}; fewer than two beats: no tempo")
+            return self._none(f"{note}; fewer than two beats: no tempo", "fewer than two beats")
         positions = [int(b) for b in beat_in_bar] if beat_in_bar is not None else None
         cols = {
             "tempo_bpm": float(tempo),
@@ -533,17 +538,17 @@ class RhythmExtractor(Extractor):
         act = madmom_activations(frontend)
         strength = periodicity_strength(act[:, 0], float(MADMOM_FPS), p.min_bpm, p.max_bpm)
         if strength < p.min_periodicity:
-            return self._none(f"beat activation not periodic (strength {strength:.2f}): no tempo")
+            return self._none(f"beat activation not periodic (strength {strength:.2f}): no tempo", "no periodic pulse")
         track = madmom_track(frontend, beats_per_bar=p.beats_per_bar, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
         if track.beats.size < 2 or track.tempo_bpm is None:
-            return self._none("madmom tracked fewer than two beats: no tempo")
+            return self._none("madmom tracked fewer than two beats: no tempo", "fewer than two beats")
         # Rhythm strength 0-1: how periodic the activation is, rescaled from
         # the noise level (~0.1) to clear music (~0.9).
         clarity = float(np.clip((strength - 0.1) / 0.8, 0.0, 1.0))
         beats, positions, meter = track.beats, track.beat_in_bar, track.meter
         tempo = fitted_bpm(beats)
         if tempo is None:
-            return self._none("madmom's beats give no tempo: no tempo")
+            return self._none("madmom's beats give no tempo: no tempo", "no tempo from the beats")
         if not ensemble:
             conf, alt, alt_conf = self._octave_confidences(act[:, 0], float(MADMOM_FPS), tempo, clarity)
             return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
@@ -629,13 +634,13 @@ class RhythmExtractor(Extractor):
         steady = strength < STEADY_PERIODICITY and chroma_flux(feats.chroma) < STEADY_CHROMA_FLUX
         if steady or (strength < p.min_periodicity * ONSET_PERIODICITY_SCALE and feats.noisiness > NOISY_CHROMA):
             return self._none(f"onset envelope not periodic (strength {strength:.2f}, noisiness "
-                              f"{feats.noisiness:.2f}): no tempo")
+                              f"{feats.noisiness:.2f}): no tempo", "steady tone" if steady else "no periodic pulse")
         if backend == "essentia":
             track: RhythmTrack = essentia_track(frontend, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
         else:
             track = librosa_track(frontend, min_bpm=p.min_bpm, max_bpm=p.max_bpm, octave_check=p.octave_check)
         if track.tempo_bpm is None or track.beats.size < 2:
-            return self._none(f"{backend} found no beats: no tempo")
+            return self._none(f"{backend} found no beats: no tempo", "fewer than two beats")
         clarity = float(np.clip((strength - 0.1) / 0.8, 0.0, 1.0))
         est = estimate_meter(feats, track.beats, p.beats_per_bar)
         meter = est.meter if est is not None else None

@@ -210,12 +210,7 @@ def _pip_download(dest: Path) -> Path:
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", f"musicnn=={MUSICNN_VERSION}", "-d", os.fspath(dest),
     ]  # fmt: skip
-    # A warning, not info: a first run that downloads should say so by default.
-    log.warning(
-        "musicnn weights not installed: fetching musicnn %s (~29 MB) from the Python package index "
-        "(install ahead with `mirflow models install musicnn`)",
-        MUSICNN_VERSION,
-    )
+    log.info("fetching musicnn %s (~29 MB) from the Python package index", MUSICNN_VERSION)
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False
@@ -347,4 +342,8 @@ def ensure_musicnn_weights(
             f"musicnn weights ({model}) are not installed in {models_dir()} and fetching is "
             f"disabled (MIRFLOW_OFFLINE). Install them with `{INSTALL_HINT}`."
         )
+    # A warning, not info: a run that downloads on its own should say so by
+    # default (`mirflow models install musicnn` itself does not get this).
+    log.warning("musicnn weights not installed: fetching musicnn %s (~29 MB) from the Python package index "
+                "(install ahead with `%s`)", MUSICNN_VERSION, INSTALL_HINT)
     return install_musicnn_weights(model)

@@ -21,9 +21,10 @@ import yaml
 
 from mirflow.audio.decode import DecodeLimits
 from mirflow.catalog.schema import load_schemas, table_schema
-from mirflow.errors import ConfigError, MirflowError
+from mirflow.errors import ConfigError, MirflowError, MissingBackendError
 from mirflow.extractors import registry
 from mirflow.extractors.base import Extractor
+from mirflow.extractors.requirements import Requirement
 from mirflow.resources import pipelines_dir
 
 _TOP_KEYS = {"name", "version", "description", "decode", "runtime", "extractors"}
@@ -115,6 +116,49 @@ def validate_extractor_outputs(ex: Extractor) -> None:
     unknown = [t for t in ex.tables if t not in load_schemas()]
     if unknown:
         raise ConfigError(f"extractor {ex.name!r} emits tables without a schema: {unknown}")
+
+
+def check_requirements(pipeline: PipelineConfig, *, fetch: bool = True) -> None:
+    """Fail before any work when a backend of ``pipeline`` is not usable here.
+
+    Fetchable requirements (musicnn's weights, from PyPI) are fetched once,
+    here, when ``fetch``.
+
+    Raises
+    ------
+    MissingBackendError
+        One message naming every missing package with the command that
+        installs it, and a shipped pipeline that would run instead.
+    """
+    problems = requirement_problems(pipeline, fetch=fetch)
+    if not problems:
+        return
+    lines = [f"pipeline {pipeline.name!r} cannot run here:"]
+    for req, (users, why) in problems.items():
+        lines.append(f"  {req.name} (needed by {', '.join(users)}): {why}")
+        lines.append(f"    install it with: {req.install}")
+    runnable = [name for name in available_pipelines() if name != pipeline.name
+                and not requirement_problems(load_pipeline(name), fetch=False)]
+    if runnable:
+        lines.append(f"or run a pipeline whose backends are all here: --pipeline {runnable[0]}")
+    raise MissingBackendError("\n".join(lines))
+
+
+def requirement_problems(pipeline: PipelineConfig, *, fetch: bool = False,
+                         ) -> dict[Requirement, tuple[list[str], str]]:
+    """``{requirement: (extractors that need it, why it is not usable)}`` for what is missing here."""
+    users: dict[Requirement, list[str]] = {}
+    for ex in pipeline.extractors:
+        for req in ex.requirements():
+            names = users.setdefault(req, [])
+            if ex.name not in names:
+                names.append(ex.name)
+    out = {}
+    for req, names in users.items():
+        why = req.problem(fetch=fetch)
+        if why is not None:
+            out[req] = (names, why)
+    return out
 
 
 def parse_pipeline(raw: Mapping[str, Any], *, source: str | None = None) -> PipelineConfig:

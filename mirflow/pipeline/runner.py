@@ -9,6 +9,7 @@ drives its own progress reporting from ``as_completed``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -28,7 +29,7 @@ from mirflow.catalog.layout import (
     utcnow,
 )
 from mirflow.errors import ConfigError
-from mirflow.pipeline.config import PipelineConfig, load_pipeline
+from mirflow.pipeline.config import PipelineConfig, check_requirements, load_pipeline
 from mirflow.pipeline.inputs import InputProblem, expand
 from mirflow.pipeline.task import (
     TrackJob,
@@ -90,7 +91,11 @@ class Plan:
 
 @dataclass
 class RunSummary:
-    """Counts and figures of one run (also recorded in the catalog manifest)."""
+    """Counts and figures of one run (also recorded in the catalog manifest).
+
+    ``plan`` is what the run decided to analyze, skip and defer (the dry
+    run's answer); it is not part of :meth:`to_dict`.
+    """
 
     run_id: str
     catalog: str
@@ -114,13 +119,15 @@ class RunSummary:
     dashboard: str | None = None
     dry_run: bool = False
     failures: list[dict[str, Any]] = field(default_factory=list)
+    plan: Plan | None = field(default=None, repr=False, compare=False)
 
     @property
     def audio_hours_per_hour(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(dataclasses.replace(self, plan=None))
+        d.pop("plan")
         d["audio_hours_per_hour"] = self.audio_hours_per_hour
         d["failures"] = d["failures"][:50]
         return d
@@ -210,6 +217,9 @@ def _start(opts: ClusterOptions):
             processes=True,
             memory_limit=_memory_limit(opts),
             dashboard_address=opts.dashboard_address if opts.dashboard else None,
+            # Without a dashboard the scheduler still serves /health and
+            # metrics; on a free port of this machine, not on 8787.
+            scheduler_kwargs=None if opts.dashboard else {"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.ERROR,
         )
         client = Client(cluster)
@@ -294,8 +304,11 @@ def analyze(
         plan.problems = expansion.problems
         _fill_counts(summary, plan)
         summary.wall_seconds = time.perf_counter() - started
+        summary.plan = plan
         return summary, plan
 
+    # Before the catalog is bound to the pipeline and anything starts.
+    check_requirements(cfg)
     cat.open_for(cfg.name)
     swept = cat.sweep_temporary()
     if swept:
@@ -317,6 +330,7 @@ def analyze(
                         "error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
     summary.wall_seconds = time.perf_counter() - started
+    summary.plan = plan
     run = {"run_id": summary.run_id, "status": "finished", "finished_at": utcnow().isoformat(), **{
         k: v for k, v in summary.to_dict().items() if k not in ("failures", "catalog", "run_id")}}
     cat.record_run(run)
@@ -339,11 +353,7 @@ def _run_stages(paths: list[str], cat: Catalog, cfg: PipelineConfig, opts: Clust
             plan = make_plan(paths, hashed, cat, cfg, force=force, limit=limit)
             _fill_counts(summary, plan)
             if plan.to_analyze:
-                # Load models in every worker now, not inside the first tracks' budgets.
-                try:
-                    client.run(warm_up, cfg)
-                except Exception as exc:  # a worker dying here is retried per track below
-                    log.warning("worker warm-up failed: %s", exc)
+                _warm_up_stage(client, cfg, progress)
             t_analyze = time.perf_counter()
             changed, read = _analyze_stage(client, plan, cat, cfg, opts, summary, progress)
             summary.analyze_seconds = time.perf_counter() - t_analyze
@@ -353,6 +363,29 @@ def _run_stages(paths: list[str], cat: Catalog, cfg: PipelineConfig, opts: Clust
                 local.close()
     _reconcile(paths, hashed, changed, read, plan, cat, cfg, summary)
     return plan
+
+
+def _warm_up_stage(client, cfg: PipelineConfig, progress: ProgressCallback | None) -> None:
+    """Load models in every worker now, not inside the first tracks' budgets, showing progress.
+
+    One task pinned to each worker, so each finished worker advances the
+    progress (model loading takes a minute on a cold machine).
+    """
+    from distributed import as_completed
+
+    workers = list(client.scheduler_info()["workers"])
+    if progress:
+        progress("warm-up", 0, len(workers))
+    futures = [client.submit(warm_up, cfg, workers=[w], allow_other_workers=False, pure=False,
+                             key=f"warm-up-{uuid.uuid4().hex[:8]}") for w in workers]
+    for done, fut in enumerate(as_completed(futures), start=1):
+        try:
+            fut.result()
+        except Exception as exc:  # a worker dying here is retried per track below
+            log.warning("worker warm-up failed: %s", exc)
+        fut.release()
+        if progress:
+            progress("warm-up", done, len(workers))
 
 
 def _hash_stage(client, paths: list[str], cat: Catalog, cfg: PipelineConfig,

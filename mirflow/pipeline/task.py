@@ -252,6 +252,7 @@ def extract_track(path: str, track_id: str, pipeline: PipelineConfig, *,
         raise ProbeError(f"cannot read file: {exc.strerror or exc}", stage=stage) from None
     columns: dict[str, Any] = {}
     tables: dict[str, dict[str, list[Any]]] = {}
+    reasons: list[str] = []
     for ex in pipeline.extractors:
         stage = f"extract:{ex.name}"
         if time.perf_counter() > deadline:
@@ -264,6 +265,7 @@ def extract_track(path: str, track_id: str, pipeline: PipelineConfig, *,
             log.debug("extractor %s failed on %s:\n%s", ex.name, path_text(path), traceback.format_exc())
             raise ExtractionError(f"{type(exc).__name__}: {exc}", stage=stage) from exc
         columns.update(result.columns)
+        reasons.extend(f"{ex.name}: {r}" for r in result.reasons)
         for table, rows in result.tables.items():
             merged = tables.setdefault(table, {})
             for col, values in rows.items():
@@ -280,6 +282,7 @@ def extract_track(path: str, track_id: str, pipeline: PipelineConfig, *,
         "downmix": "mean",
         "lineage": _lineage(pipeline, info.decoder),
         "analysis_seconds": time.perf_counter() - started,
+        "empty_reasons": reasons,
     }
     core.update(columns)
     try:
