@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import yaml
 
 from mirflow.errors import SchemaError
@@ -229,4 +230,17 @@ def conform(table: str, data: pa.Table | Mapping[str, Any], *, sizes: Mapping[st
         if not field.nullable and arr.null_count:
             raise SchemaError(f"{table}.{field.name}: null in a non-nullable column")
         arrays.append(arr)
-    return pa.Table.from_arrays(arrays, schema=schema)
+    out = pa.Table.from_arrays(arrays, schema=schema)
+    _check_primary_key(spec, out)
+    return out
+
+
+def _check_primary_key(spec: TableSchema, data: pa.Table) -> None:
+    """A batch holds each primary key once (parts are per track or path, so the table does too)."""
+    if data.num_rows < 2 or not spec.primary_key:
+        return
+    counts = data.select(list(spec.primary_key)).group_by(list(spec.primary_key)).aggregate([([], "count_all")])
+    if counts.num_rows < data.num_rows:
+        dup = counts.filter(pa.compute.greater(counts["count_all"], 1)).slice(0, 1).to_pylist()[0]
+        dup.pop("count_all")
+        raise SchemaError(f"{spec.table}: primary key {list(spec.primary_key)} repeated: {dup}")

@@ -309,8 +309,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings
-                and action.nargs not in ("?", "*")):
+        if ("default" in text or default is None or default is False or default is argparse.SUPPRESS
+                or not action.option_strings and action.nargs not in ("?", "*")):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})"

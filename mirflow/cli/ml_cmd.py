@@ -5,24 +5,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
-_FMT = argparse.ArgumentDefaultsHelpFormatter
+_FMT = argparse.RawDescriptionHelpFormatter  # main.py's formatter replaces it and adds the defaults
+
+_TRAIN_EXAMPLES = """examples:
+  mirflow classify train cat/ --labels labels.csv --target drums --model drums.clf.zip
+  mirflow classify train cat/ --labels moods.parquet --target mood --features musicnn-msd,tempo_bpm --model mood.clf.zip
+"""
+_PREDICT_EXAMPLES = """examples:
+  mirflow classify predict cat/ --model drums.clf.zip
+  mirflow classify predict cat/ --model drums.clf.zip --scheduler tcp://10.0.0.5:8786
+  mirflow query cat/ "select track_id, score from predictions where model = 'drums' and label = 'drums'"
+"""
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=100)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``mirflow`` parser."""
     c = sub.add_parser("classify", help="train scikit-learn classifiers on catalog features; predict every track",
-                       description="Train a classifier on catalog features (embeddings and/or tracks columns) "
+                       description=_wrap("Train a classifier on catalog features (embeddings and/or tracks columns) "
                                    "from a label file, and write its class probabilities for every track to the "
-                                   "predictions table. See docs/classify.md.")
+                                   "predictions table. See docs/classify.md."))
     csub = c.add_subparsers(dest="classify_command", required=True)
 
     t = csub.add_parser("train", formatter_class=_FMT,
                         help="train a classifier (model chosen by stratified cross-validation) and save it",
-                        description="Train a classifier of the TARGET column of a label file on catalog "
+                        description=_wrap("Train a classifier of the TARGET column of a label file on catalog "
                                     "features; a linear and a gradient-boosting pipeline are compared by "
-                                    "stratified k-fold cross-validation and the winner is refit on all tracks.")
+                                    "stratified k-fold cross-validation and the winner is refit on all tracks."),
+                        epilog=_TRAIN_EXAMPLES)
     t.add_argument("catalog", help="catalog folder")
     t.add_argument("--labels", required=True,
                    help="CSV or Parquet file with a 'path' or 'track_id' column and the target column")
@@ -36,15 +52,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classifier name: the 'model' column and folder of its predictions "
                         "(default: the --model file name up to its first dot)")
     t.add_argument("--folds", type=int, default=5, help="most folds of the cross-validation (fewer when a class is small)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the fold shuffling and the boosting model")
+    t.add_argument("--seed", type=int, default=0, help="seed of the fold shuffling and the boosting model (default 0)")
     t.add_argument("--report-json", default=None, help="also write the metadata and CV figures as JSON")
     t.set_defaults(func=cmd_train)
 
     p = csub.add_parser("predict", formatter_class=_FMT,
                         help="write class probabilities of every track to the predictions table (on Dask)",
-                        description="Predict every track of the catalog with a saved classifier, in parallel "
+                        description=_wrap("Predict every track of the catalog with a saved classifier, in parallel "
                                     "on Dask, into predictions/<name>/ (one row per track and class). Tracks "
-                                    "already predicted by this model version are skipped.")
+                                    "already predicted by this model version are skipped."),
+                        epilog=_PREDICT_EXAMPLES)
     p.add_argument("catalog", help="catalog folder")
     p.add_argument("--model", required=True, help="classifier file written by `mirflow classify train`")
     p.add_argument("--force", action="store_true", help="predict tracks that already have predictions of this version")
@@ -106,7 +123,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     clf = load_classifier(args.model)
     bar = None
-    if not args.no_progress:
+    if not (args.no_progress or getattr(args, "quiet", False)):
         from tqdm import tqdm
 
         def progress(done: int, total: int) -> None:

@@ -21,7 +21,7 @@ from mirflow.ml.errors import (
     ModelFileError,
     UntrustedModelError,
 )
-from mirflow.ml.predict import PredictSummary, predict
+from mirflow.ml.prediction import PredictSummary, predict
 
 __all__ = [
     "ClassifierError",

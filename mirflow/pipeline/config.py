@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from mirflow.extractors import registry
 from mirflow.extractors.base import Extractor
 from mirflow.extractors.requirements import Requirement
 from mirflow.resources import pipelines_dir
+
+log = logging.getLogger(__name__)
 
 _TOP_KEYS = {"name", "version", "description", "decode", "runtime", "extractors"}
 _DECODE_KEYS = {"analysis_sample_rate_hz": (int, 8000, 192000), "max_duration_s": (float, 1.0, 86400.0),
@@ -48,7 +51,6 @@ class PipelineConfig:
     version: int
     description: str
     extractors: tuple[Extractor, ...]
-    analysis_sample_rate_hz: int = 44100
     max_duration_s: float = 3600.0
     #: Cap on the decoded samples (float32, native rate, all channels); ``None``
     #: derives it from ``max_duration_s`` (see :class:`~mirflow.audio.decode.DecodeLimits`).
@@ -64,8 +66,7 @@ class PipelineConfig:
         payload = {
             "name": self.name,
             "version": self.version,
-            "decode": {"analysis_sample_rate_hz": self.analysis_sample_rate_hz,
-                       "max_duration_s": self.max_duration_s},
+            "decode": {"max_duration_s": self.max_duration_s},
             "extractors": [{"name": e.name, "version": e.version, "params": e.params.to_dict()}
                            for e in self.extractors],
         }
@@ -175,6 +176,11 @@ def parse_pipeline(raw: Mapping[str, Any], *, source: str | None = None) -> Pipe
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ConfigError(f"pipeline 'version' must be a positive integer, got {version!r}")
     decode = _check_section("decode", raw.get("decode"), _DECODE_KEYS)
+    if "analysis_sample_rate_hz" in decode:
+        # Accepted so that older pipeline files still load, but no extractor
+        # ever read it: each declares its own rate. Not part of the fingerprint.
+        log.warning("pipeline %r: decode.analysis_sample_rate_hz is ignored (each extractor analyzes at its own "
+                    "rate, recorded in lineage); remove it from the file", name)
     runtime = _check_section("runtime", raw.get("runtime"), _RUNTIME_KEYS)
     specs = raw.get("extractors")
     if not isinstance(specs, list) or not specs:
@@ -199,6 +205,9 @@ def parse_pipeline(raw: Mapping[str, Any], *, source: str | None = None) -> Pipe
         except MirflowError as exc:
             raise ConfigError(str(exc)) from None
         validate_extractor_outputs(ex)
+        if ex in extractors:
+            # The same instance twice would write every row of its tables twice.
+            raise ConfigError(f"extractors[{i}] ({ex.name} with {ex.params.to_dict()}) is listed twice")
         for col in ex.columns:
             if col in columns_seen:
                 raise ConfigError(f"column {col!r} is emitted by both {columns_seen[col]!r} and {ex.name!r}")
@@ -209,7 +218,6 @@ def parse_pipeline(raw: Mapping[str, Any], *, source: str | None = None) -> Pipe
         version=version,
         description=str(raw.get("description", "")),
         extractors=tuple(extractors),
-        analysis_sample_rate_hz=decode.get("analysis_sample_rate_hz", 44100),
         max_duration_s=decode.get("max_duration_s", 3600.0),
         max_decoded_mib=decode.get("max_decoded_mib"),
         timeout_s=runtime.get("timeout_s", 900.0),
