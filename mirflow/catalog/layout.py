@@ -216,6 +216,10 @@ class Catalog:
                 if name not in part.column_names:
                     part = part.append_column(name, pa.nulls(part.num_rows, canonical.field(name).type))
             tables.append(part.select(columns) if columns else part)
+        if spec.partition_by is not None and partition is None:
+            # Partitions differ in the size of their T[] columns (one embedding
+            # dimension per model): across partitions they are variable lists.
+            tables = [_unsize(t, spec) for t in tables]
         return pa.concat_tables(tables, promote_options="default")
 
     def existing_tracks(self) -> dict[str, str]:
@@ -295,6 +299,14 @@ class Catalog:
         manifest["runs"] = runs
         manifest["mirflow_version"] = __version__
         self._write_manifest(manifest)
+
+
+def _unsize(table: pa.Table, spec) -> pa.Table:
+    for i, name in enumerate(table.column_names):
+        if name in spec.names and spec.column(name).sized_per_file:
+            col = table.column(i)
+            table = table.set_column(i, name, col.cast(pa.list_(col.type.value_type)))
+    return table
 
 
 def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -115,7 +115,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             for p in paths:
                 print(f"duplicate {track_id}  {path_text(p)}")
         for r in plan.unreadable:
-            print(f"unreadable {path_text(r['path'])}: {r['error']}")
+            print(f"unreadable {path_text(r.path)}: {r.error}")
         for problem in plan.problems:
             print(f"unreadable input {path_text(problem.path)}: {problem.message}")
         print(f"would analyze {len(plan.to_analyze)}, skip {len(plan.skipped)}, "
@@ -477,9 +477,9 @@ mirflow synth corpus/ -n 20 --backend numpy --seed 3""")
 
     # The downstream layer's commands live beside their subpackages, one
     # module each, so that each registers its own subcommands.
-    from mirflow.cli import index_cmd, ml_cmd, recsys_cmd, serve_cmd
+    from mirflow.cli import index_cmd, ml_cmd, recsys_cmd, report_cmd, serve_cmd
 
-    for module in (ml_cmd, index_cmd, recsys_cmd, serve_cmd):
+    for module in (report_cmd, ml_cmd, index_cmd, recsys_cmd, serve_cmd):
         module.register(sub)
     _finish(parser)
     return parser

@@ -32,7 +32,9 @@ from mirflow.errors import ConfigError
 from mirflow.pipeline.config import PipelineConfig, check_requirements, load_pipeline
 from mirflow.pipeline.inputs import InputProblem, expand
 from mirflow.pipeline.task import (
+    HashRecord,
     TrackJob,
+    TrackResult,
     _error_record,
     analyze_track,
     file_identity,
@@ -82,7 +84,7 @@ class Plan:
     to_analyze: list[TrackJob]
     skipped: list[TrackJob]
     duplicates: dict[str, list[str]]  # track_id -> other paths with the same content
-    unreadable: list[dict[str, Any]]  # hash-stage failures
+    unreadable: list[HashRecord]  # hash-stage failures
     #: Tracks left for a later run by ``limit``.
     deferred: list[TrackJob] = field(default_factory=list)
     #: Inputs that could not be listed or read (folders, manifest entries).
@@ -134,18 +136,18 @@ class RunSummary:
 
 
 # --------------------------------------------------------------------- planning
-def _group(records: Iterable[dict[str, Any]]) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
+def _group(records: Iterable[HashRecord]) -> tuple[dict[str, list[str]], list[HashRecord]]:
     by_track: dict[str, list[str]] = {}
     unreadable = []
     for r in records:
-        if r["track_id"] is None:
+        if r.track_id is None:
             unreadable.append(r)
         else:
-            by_track.setdefault(r["track_id"], []).append(r["path"])
+            by_track.setdefault(r.track_id, []).append(r.path)
     return by_track, unreadable
 
 
-def _known_record(path: str, known: dict[str, FileFacts]) -> dict[str, Any] | None:
+def _known_record(path: str, known: dict[str, FileFacts]) -> HashRecord | None:
     """Reuse a hash from the files table when the file is unchanged (see :meth:`FileFacts.matches`)."""
     hit = known.get(path)
     if hit is None:
@@ -155,12 +157,12 @@ def _known_record(path: str, known: dict[str, FileFacts]) -> dict[str, Any] | No
     except OSError:
         return None
     if hit.matches(st):
-        return {"path": path, "track_id": hit.track_id, "size": hit.size, "error": None,
-                "identity": (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)}
+        return HashRecord(path, hit.track_id, hit.size, identity=(st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                                                   st.st_ino))
     return None
 
 
-def make_plan(paths: list[str], hashed: list[dict[str, Any]], catalog: Catalog, pipeline: PipelineConfig,
+def make_plan(paths: list[str], hashed: list[HashRecord], catalog: Catalog, pipeline: PipelineConfig,
               *, force: bool, limit: int | None) -> Plan:
     by_track, unreadable = _group(hashed)
     order = {p: i for i, p in enumerate(paths)}
@@ -296,9 +298,9 @@ def analyze(
             if rec is None:
                 from mirflow.audio.hashing import content_hash
                 try:
-                    rec = {"path": p, "track_id": content_hash(p), "size": None, "error": None}
+                    rec = HashRecord(p, content_hash(p))
                 except OSError as exc:
-                    rec = {"path": p, "track_id": None, "size": None, "error": exc.strerror or str(exc)}
+                    rec = HashRecord(p, None, error=exc.strerror or str(exc))
             hashed.append(rec)
         plan = make_plan(paths, hashed, cat, cfg, force=force, limit=limit)
         plan.problems = expansion.problems
@@ -389,7 +391,7 @@ def _warm_up_stage(client, cfg: PipelineConfig, progress: ProgressCallback | Non
 
 
 def _hash_stage(client, paths: list[str], cat: Catalog, cfg: PipelineConfig,
-                progress: ProgressCallback | None) -> list[dict[str, Any]]:
+                progress: ProgressCallback | None) -> list[HashRecord]:
     """Stage 1: hash the paths whose files changed, through a bounded window of batches.
 
     Each batch's result is released as soon as it is read: its ``files``
@@ -438,7 +440,7 @@ def _hash_stage(client, paths: list[str], cat: Catalog, cfg: PipelineConfig,
 
 
 def _hash_one_by_one(client, batch: list[str], cat: Catalog, cfg: PipelineConfig,
-                     batch_error: BaseException) -> list[dict[str, Any]]:
+                     batch_error: BaseException) -> list[HashRecord]:
     """Hash each path of a failed batch in a task of its own, so one bad path fails only itself."""
     log.warning("a hash batch failed (%s: %s); hashing its %d paths one by one",
                 type(batch_error).__name__, batch_error, len(batch))
@@ -450,7 +452,7 @@ def _hash_one_by_one(client, batch: list[str], cat: Catalog, cfg: PipelineConfig
         except Exception as exc:
             message = f"hashing failed: {type(exc).__name__}: {exc}"
             write_error(cat, _error_record(p, None, "hash", exc, cfg, message=message))
-            recs.append({"path": p, "track_id": None, "size": None, "error": message})
+            recs.append(HashRecord(p, None, error=message))
         fut.release()
     return recs
 
@@ -505,7 +507,7 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
             continue
         rec = _result_or_failure(fut, job, cat, cfg)
         fut.release()
-        if rec["status"] == "changed":
+        if rec.status == "changed":
             # This path no longer holds the track's bytes; another path
             # with the same content may still: analyze the track from there.
             changed.add(job.path)
@@ -514,16 +516,16 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
                 submit(TrackJob(job.track_id, others[0]), f"analyze-{job.track_id}-{len(tried[job.track_id])}")
                 continue
         finished += 1
-        if rec["status"] == "ok":
+        if rec.status == "ok":
             summary.analyzed += 1
-            summary.audio_seconds += rec.get("duration_s") or 0.0
+            summary.audio_seconds += rec.duration_s or 0.0
         if progress:
             progress("analyze", finished, total)
         submit_next()
     return changed, {p for tried_paths in tried.values() for p in tried_paths}
 
 
-def _reconcile(paths: list[str], hashed: list[dict[str, Any]], changed: set[str], read: set[str], plan: Plan,
+def _reconcile(paths: list[str], hashed: list[HashRecord], changed: set[str], read: set[str], plan: Plan,
                cat: Catalog, cfg: PipelineConfig, summary: RunSummary) -> None:
     """Leave every input path in exactly one of "a track" or "an error", and count from the tables.
 
@@ -534,17 +536,17 @@ def _reconcile(paths: list[str], hashed: list[dict[str, Any]], changed: set[str]
     held; the summary's counts are then those of the tables.
     """
     for rec in hashed:
-        path = rec["path"]
-        if rec["track_id"] is None or path in read or path in changed:
+        path = rec.path
+        if rec.track_id is None or path in read or path in changed:
             continue
         try:
             now = file_identity(path)
         except OSError:
             now = None
-        if now != rec.get("identity"):
+        if now != rec.identity:
             changed.add(path)
             cat.remove_part("files", path_key(path))
-            write_error(cat, _error_record(path, rec["track_id"], "changed", None, cfg, error_type="FileChanged",
+            write_error(cat, _error_record(path, rec.track_id, "changed", None, cfg, error_type="FileChanged",
                                            message="the file changed or vanished after it was hashed; "
                                                    "run again to analyze its new content"))
     tracks = cat.existing_tracks()
@@ -552,7 +554,7 @@ def _reconcile(paths: list[str], hashed: list[dict[str, Any]], changed: set[str]
                for r in cat.read_table("errors", columns=["path", "path_bytes", "stage", "message",
                                                           "error_type"]).to_pylist()}
     errors = set(reasons)
-    track_of = {r["path"]: r["track_id"] for r in hashed if r["track_id"] is not None}
+    track_of = {r.path: r.track_id for r in hashed if r.track_id is not None}
     deferred = {job.track_id for job in plan.deferred}
     failed_paths: list[str] = []
     for path in paths:
@@ -599,7 +601,7 @@ def _killed_worker(fut) -> bool:
     return fut.status == "error" and isinstance(fut.exception(), KilledWorker)
 
 
-def _result_or_failure(fut, job: TrackJob, cat: Catalog, cfg: PipelineConfig) -> dict[str, Any]:
+def _result_or_failure(fut, job: TrackJob, cat: Catalog, cfg: PipelineConfig) -> TrackResult:
     """The task's record, or a failure record when the task could not return one."""
     try:
         return fut.result()
@@ -614,5 +616,4 @@ def _result_or_failure(fut, job: TrackJob, cat: Catalog, cfg: PipelineConfig) ->
             stage = "task"
             message = f"{type(exc).__name__}: {exc}"
         write_error(cat, _error_record(job.path, job.track_id, stage, exc, cfg, message=message))
-        return {"track_id": job.track_id, "path": job.path, "status": "failed", "stage": stage,
-                "message": message, "duration_s": None}
+        return TrackResult(job.track_id, job.path, "failed", stage, message)

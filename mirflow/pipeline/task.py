@@ -51,6 +51,32 @@ class TrackJob:
     path: str
 
 
+@dataclass(frozen=True)
+class HashRecord:
+    """What hashing one input path found: its track, or why not (the path's ``errors`` row is written)."""
+
+    path: str
+    track_id: str | None
+    size: int | None = None
+    error: str | None = None
+    #: ``(size, mtime_ns, ctime_ns, inode)`` when hashed; the run checks it again for paths no task reads.
+    identity: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """What analyzing one track did; tasks return this small record, never the rows."""
+
+    track_id: str
+    path: str
+    #: ``ok``, ``failed``, or ``changed`` (the file no longer holds the track's bytes).
+    status: str
+    stage: str | None = None
+    message: str | None = None
+    duration_s: float | None = None
+    seconds: float = 0.0
+
+
 def _error_record(path: str, track_id: str | None, stage: str, exc: BaseException | None,
                   pipeline: PipelineConfig, message: str | None = None,
                   error_type: str | None = None) -> dict[str, Any]:
@@ -85,10 +111,10 @@ def file_identity(path: str) -> tuple[int, int, int, int]:
 
 
 # --------------------------------------------------------------------- hashing
-def hash_paths(paths: list[str], catalog_root: str, pipeline: PipelineConfig) -> list[dict[str, Any]]:
+def hash_paths(paths: list[str], catalog_root: str, pipeline: PipelineConfig) -> list[HashRecord]:
     """Hash a batch of input paths; write their ``files`` parts (or ``errors`` parts).
 
-    Returns one small record per path: ``{path, track_id, size, error}``.
+    Returns one small record per path.
     A failure of one path (unreadable, vanished, changed while read, or any
     unexpected error) is that path's ``errors`` row; it never fails the batch.
     """
@@ -97,7 +123,7 @@ def hash_paths(paths: list[str], catalog_root: str, pipeline: PipelineConfig) ->
     return [_hash_one(path, catalog, pipeline) for path in paths]
 
 
-def _hash_one(path: str, catalog: Catalog, pipeline: PipelineConfig) -> dict[str, Any]:
+def _hash_one(path: str, catalog: Catalog, pipeline: PipelineConfig) -> HashRecord:
     stage = "probe"
     try:
         size = check_readable(Path(path))
@@ -110,7 +136,7 @@ def _hash_one(path: str, catalog: Catalog, pipeline: PipelineConfig) -> dict[str
         row = {**path_columns(path), "track_id": track_id, "file_size_bytes": size, "mtime_ns": after[1],
                "ctime_ns": after[2], "inode": after[3], "seen_at": utcnow()}
         catalog.write_part("files", path_key(path), conform("files", {k: [v] for k, v in row.items()}))
-        return {"path": path, "track_id": track_id, "size": size, "error": None, "identity": after}
+        return HashRecord(path, track_id, size, identity=after)
     except Exception as exc:  # the runtime boundary of one path
         if isinstance(exc, TrackError):
             err: BaseException = exc
@@ -121,7 +147,7 @@ def _hash_one(path: str, catalog: Catalog, pipeline: PipelineConfig) -> dict[str
             err = exc
         message = str(err) if isinstance(err, TrackError) else f"{type(err).__name__}: {err}"
         write_error(catalog, _error_record(path, None, stage, err, pipeline, message=message))
-        return {"path": path, "track_id": None, "size": None, "error": message}
+        return HashRecord(path, None, error=message)
 
 
 # --------------------------------------------------------------------- warm-up
@@ -291,13 +317,12 @@ def extract_track(path: str, track_id: str, pipeline: PipelineConfig, *,
     return tracks, tables, frontend.duration_s
 
 
-def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) -> dict[str, Any]:
+def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) -> TrackResult:
     """Analyze one track and write its parts; never raises for a per-track failure.
 
-    Returns ``{track_id, path, status, stage, message, duration_s, seconds}``
-    where ``status`` is ``"ok"``, ``"failed"`` or ``"changed"`` (the file's
-    bytes are no longer those of ``track_id``: its ``files`` part is removed
-    so that the next run hashes it anew).
+    A ``changed`` result means the file's bytes are no longer those of
+    ``track_id``: its ``files`` part is removed so that the next run hashes
+    it anew.
     """
     prepare_process()
     catalog = Catalog(catalog_root)
@@ -322,15 +347,12 @@ def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) ->
         if isinstance(exc, FileChanged):
             catalog.remove_part("files", path_key(job.path))
             status = "changed"
-        return {"track_id": job.track_id, "path": job.path, "status": status, "stage": st,
-                "message": str(exc), "duration_s": duration, "seconds": time.perf_counter() - started}
+        return TrackResult(job.track_id, job.path, status, st, str(exc), duration, time.perf_counter() - started)
     except Exception as exc:  # the runtime boundary: anything else is this track's failure too
         write_error(catalog, _error_record(job.path, job.track_id, stage, exc, pipeline,
                                            message=f"{type(exc).__name__}: {exc}"))
-        return {"track_id": job.track_id, "path": job.path, "status": "failed", "stage": stage,
-                "message": str(exc), "duration_s": duration, "seconds": time.perf_counter() - started}
-    return {"track_id": job.track_id, "path": job.path, "status": "ok", "stage": None, "message": None,
-            "duration_s": duration, "seconds": time.perf_counter() - started}
+        return TrackResult(job.track_id, job.path, "failed", stage, str(exc), duration, time.perf_counter() - started)
+    return TrackResult(job.track_id, job.path, "ok", duration_s=duration, seconds=time.perf_counter() - started)
 
 
 def long_table_rows(table: str, track_id: str, rows: dict[str, list[Any]]) -> list[tuple[str | None, pa.Table]]:
