@@ -477,9 +477,9 @@ mirflow synth corpus/ -n 20 --backend numpy --seed 3""")
 
     # The downstream layer's commands live beside their subpackages, one
     # module each, so that each registers its own subcommands.
-    from mirflow.cli import index_cmd, ml_cmd, recsys_cmd, report_cmd, serve_cmd
+    from mirflow.cli import index_cmd, inspect_cmd, ml_cmd, recsys_cmd, report_cmd, serve_cmd
 
-    for module in (report_cmd, ml_cmd, index_cmd, recsys_cmd, serve_cmd):
+    for module in (inspect_cmd, report_cmd, ml_cmd, index_cmd, recsys_cmd, serve_cmd):
         module.register(sub)
     _finish(parser)
     return parser

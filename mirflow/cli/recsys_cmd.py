@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("export", help="export catalog data for other systems")
     esub = e.add_subparsers(dest="export_kind", required=True)
+    from mirflow.cli import inspect_cmd
+
+    inspect_cmd.add_export_commands(esub)
     r = esub.add_parser("recsys",
                         help="item features, duplicate groups and an all-tracks kNN table for a recommender",
                         description="Write items.parquet (standardized features, encoded key, an embedding, "
