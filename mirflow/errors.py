@@ -33,6 +33,10 @@ class CatalogError(MirflowError):
     """The catalog directory is unusable (wrong pipeline, unreadable manifest)."""
 
 
+class CatalogFullError(CatalogError):
+    """The catalog's file system is full; the run stops and resumes once there is space."""
+
+
 class ModelUnavailableError(MirflowError):
     """A model's weights are not installed and cannot be fetched."""
 

@@ -22,11 +22,15 @@ on catalogs of millions of tracks.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,7 +41,7 @@ import pyarrow.parquet as pq
 
 from mirflow._version import __version__
 from mirflow.catalog.schema import load_schemas
-from mirflow.errors import CatalogError
+from mirflow.errors import CatalogError, CatalogFullError
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +145,51 @@ class Catalog:
             base = base / partition
         return base / key[:2] / f"{key}.parquet"
 
-    def parts(self, table: str) -> list[Path]:
-        """Every part file of ``table`` (sorted, so reads are deterministic)."""
-        d = self.table_dir(table)
+    def parts(self, table: str, partition: str | None = None) -> list[Path]:
+        """Every part file of ``table`` (or of one partition), sorted, so reads are deterministic."""
+        d = self.table_dir(table) if partition is None else self.table_dir(table) / partition
         if not d.is_dir():
             return []
-        return sorted(p for p in d.rglob("*.parquet"))
+        return sorted(p for p in d.rglob("*.parquet") if not p.name.startswith("."))
 
-    def glob(self, table: str, partition: str | None = None) -> str:
-        """A glob over ``table``'s parts, for DuckDB's ``read_parquet``."""
-        base = self.table_dir(table) if partition is None else self.table_dir(table) / partition
-        return str(base / "**" / "*.parquet")
+    def readable_parts(self, table: str, partition: str | None = None) -> list[Path]:
+        """The parts of ``table`` that are whole Parquet files; damaged ones are logged and left out.
+
+        A truncated or junk part (a disk that filled up, a copy cut short)
+        must not make every query of the table fail: readers skip it, and
+        the next ``analyze`` quarantines it and analyzes its track again.
+        """
+        parts = self.parts(table, partition)
+        good = [p for p in parts if part_is_intact(p)]
+        if len(good) < len(parts):
+            bad = sorted(set(parts) - set(good))
+            log.warning("%s: %d damaged part(s) left out (the next `mirflow analyze` quarantines them): %s",
+                        table, len(bad), ", ".join(map(str, bad[:5])))
+        return good
+
+    def quarantine_damaged(self) -> list[Path]:
+        """Move damaged parts to ``_quarantine/`` and forget their tracks, so this run analyzes them again.
+
+        Returns the quarantined parts (their new places).
+        """
+        from mirflow.catalog.schema import load_schemas
+
+        moved = []
+        for table in load_schemas():
+            for part in self.parts(table):
+                if part_is_intact(part):
+                    continue
+                target = self.root / "_quarantine" / part.relative_to(self.root)
+                target = target.with_name(f"{target.stem}.{uuid.uuid4().hex[:8]}{target.suffix}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(part, target)
+                moved.append(target)
+                if table not in PATH_TABLES:
+                    # The track's parts are no longer whole: drop its commit
+                    # marker so that the run analyzes it again.
+                    self.remove_part("tracks", part.stem)
+                log.warning("quarantined a damaged part of %s: %s -> %s", table, part, target)
+        return moved
 
     def partitions(self, table: str) -> list[str]:
         """Partition folder names of a table whose schema sets ``partition_by`` (e.g. embedding models)."""
@@ -164,14 +202,30 @@ class Catalog:
 
     # ----------------------------------------------------------------- writes
     def write_part(self, table: str, key: str, data: pa.Table, partition: str | None = None) -> Path:
-        """Atomically write ``data`` as the part ``key`` of ``table`` (replacing any existing one)."""
+        """Atomically write ``data`` as the part ``key`` of ``table`` (replacing any existing one).
+
+        Raises
+        ------
+        CatalogFullError
+            When the catalog's file system is full (no part is left half-written).
+        """
         path = self.part_path(table, key, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The writer's host and pid in the name: a sweep removes only
+            # temporary files whose writer is provably dead.
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+        except OSError as exc:
+            _raise_if_full(exc, self.root)
+            raise
         try:
             pq.write_table(data, tmp, compression="zstd")
             os.replace(tmp, path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            _raise_if_full(exc, self.root)
+            raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -185,13 +239,27 @@ class Catalog:
         except FileNotFoundError:
             return False
 
-    def sweep_temporary(self) -> int:
-        """Delete ``.tmp`` files left by writers that were killed mid-write."""
+    def sweep_temporary(self, *, max_age_s: float = 24 * 3600.0) -> int:
+        """Delete ``.tmp`` files left by writers that were killed mid-write.
+
+        Only files provably dead: written on this host by a process that no
+        longer exists, or (other hosts, old names) untouched for ``max_age_s``.
+        Another run writing into the same catalog keeps its in-flight files.
+        """
         n = 0
-        if self.root.is_dir():
-            for tmp in self.root.rglob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+        if not self.root.is_dir():
+            return 0
+        now = time.time()
+        for tmp in self.root.rglob(".*.tmp"):
+            if _tmp_writer_alive(tmp.name):
+                continue
+            try:
+                if _tmp_writer_host(tmp.name) != _HOST and now - tmp.stat().st_mtime < max_age_s:
+                    continue
+                tmp.unlink()
                 n += 1
+            except FileNotFoundError:  # its writer renamed it after all
+                continue
         return n
 
     # ----------------------------------------------------------------- reads
@@ -201,15 +269,18 @@ class Catalog:
         from mirflow.catalog.schema import table_schema
 
         spec = table_schema(table)
-        base = self.table_dir(table) if partition is None else self.table_dir(table) / partition
-        files = sorted(base.rglob("*.parquet")) if base.is_dir() else []
+        files = self.readable_parts(table, partition)
         if not files:
             empty = spec.empty_table()
             return empty.select(columns) if columns else empty
         canonical = spec.arrow(sizes=spec.sizes_of({}))
         tables = []
         for f in files:
-            part = pq.read_table(f)
+            try:
+                part = pq.ParquetFile(f).read()
+            except (OSError, pa.ArrowException) as exc:  # damaged inside despite whole ends
+                log.warning("%s: unreadable part %s left out: %s", table, f, exc)
+                continue
             # Parts written before a column was added to the schema lack it:
             # add it as nulls, so one read serves catalogs of any age.
             for name in columns or spec.names:
@@ -224,15 +295,9 @@ class Catalog:
 
     def existing_tracks(self) -> dict[str, str]:
         """``track_id -> pipeline_version`` of every track in the catalog."""
-        if not self.parts("tracks"):
-            return {}
-        import duckdb
-
-        con = duckdb.connect()
-        rows = con.execute(
-            "SELECT track_id, pipeline_version FROM read_parquet(?)", [self.glob("tracks")]
-        ).fetchall()
-        return dict(rows)
+        table = self.read_table("tracks", columns=["track_id", "pipeline_version"])
+        return dict(zip(table.column("track_id").to_pylist(), table.column("pipeline_version").to_pylist(),
+                        strict=True))
 
     def known_files(self) -> dict[str, FileFacts]:
         """``path -> FileFacts`` from the files table, to skip re-hashing unchanged files."""
@@ -263,8 +328,13 @@ class Catalog:
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.manifest_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, self.manifest_path)
+        try:
+            tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+            os.replace(tmp, self.manifest_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            _raise_if_full(exc, self.root)
+            raise
 
     def open_for(self, pipeline_name: str) -> dict[str, Any]:
         """Create the catalog or check that it belongs to ``pipeline_name``; return the manifest."""
@@ -307,6 +377,48 @@ def _unsize(table: pa.Table, spec) -> pa.Table:
             col = table.column(i)
             table = table.set_column(i, name, col.cast(pa.list_(col.type.value_type)))
     return table
+
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def _tmp_writer_host(name: str) -> str | None:
+    parts = name.split(".")  # "", key, host, pid, random, "tmp"
+    return parts[2] if len(parts) >= 6 else None
+
+
+def _tmp_writer_alive(name: str) -> bool:
+    """Whether the process writing the temporary file ``name`` is alive on this host."""
+    parts = name.split(".")
+    if len(parts) < 6 or parts[2] != _HOST or not parts[3].isdigit():
+        return False
+    try:
+        os.kill(int(parts[3]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def part_is_intact(path: Path) -> bool:
+    """Whether ``path`` is a whole Parquet file: the magic bytes at both ends (two small reads)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() < 12:
+                return False
+            fh.seek(-4, os.SEEK_END)
+            return head == b"PAR1" and fh.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _raise_if_full(exc: OSError, root: Path) -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise CatalogFullError(f"the catalog's disk is full ({root}): free some space and run the same command "
+                               "again to resume") from None
 
 
 def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

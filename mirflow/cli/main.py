@@ -153,8 +153,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from mirflow.query import connect
+    from mirflow.query import check_read_only, connect
 
+    check_read_only(args.sql)
     con = connect(args.catalog)
     try:
         rel = con.sql(args.sql)

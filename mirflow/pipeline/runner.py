@@ -28,7 +28,7 @@ from mirflow.catalog.layout import (
     path_text,
     utcnow,
 )
-from mirflow.errors import ConfigError
+from mirflow.errors import CatalogFullError, ConfigError
 from mirflow.pipeline.config import PipelineConfig, check_requirements, load_pipeline
 from mirflow.pipeline.inputs import InputProblem, expand
 from mirflow.pipeline.task import (
@@ -315,6 +315,10 @@ def analyze(
     swept = cat.sweep_temporary()
     if swept:
         log.info("removed %d temporary files left by an interrupted run", swept)
+    quarantined = cat.quarantine_damaged()
+    if quarantined:
+        log.warning("moved %d damaged part(s) to %s; their tracks are analyzed again",
+                    len(quarantined), cat.root / "_quarantine")
     cat.record_run({"run_id": summary.run_id, "started_at": utcnow().isoformat(), "status": "running",
                     "pipeline_version": cfg.fingerprint, "mirflow_version": __version__, "inputs": len(paths)})
     try:
@@ -325,11 +329,14 @@ def analyze(
                            on_dashboard=on_dashboard)
         plan.problems = expansion.problems
     except BaseException as exc:
-        # Whatever stopped the run (an interrupt, a lost scheduler), the
-        # manifest must not claim it is still running.
-        cat.record_run({"run_id": summary.run_id, "status": "interrupted" if isinstance(exc, KeyboardInterrupt)
-                        else "failed", "finished_at": utcnow().isoformat(),
-                        "error": f"{type(exc).__name__}: {exc}"[:500]})
+        # Whatever stopped the run (an interrupt, a lost scheduler, a full
+        # disk), the manifest must not claim it is still running.
+        try:
+            cat.record_run({"run_id": summary.run_id, "status": "interrupted" if isinstance(exc, KeyboardInterrupt)
+                            else "failed", "finished_at": utcnow().isoformat(),
+                            "error": f"{type(exc).__name__}: {exc}"[:500]})
+        except OSError as manifest_exc:  # a full disk cannot take the manifest either
+            log.warning("could not record the run's end in the manifest: %s", manifest_exc)
         raise
     summary.wall_seconds = time.perf_counter() - started
     summary.plan = plan
@@ -428,6 +435,8 @@ def _hash_stage(client, paths: list[str], cat: Catalog, cfg: PipelineConfig,
         batch = in_flight.pop(fut)
         try:
             recs = fut.result()
+        except CatalogFullError:
+            raise
         except Exception as exc:  # the task itself died (its worker crashed): try each path alone
             recs = _hash_one_by_one(client, batch, cat, cfg, exc)
         fut.release()
@@ -507,6 +516,8 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
             continue
         rec = _result_or_failure(fut, job, cat, cfg)
         fut.release()
+        if rec.status == "disk-full":
+            raise CatalogFullError(rec.message or f"the catalog's disk is full ({cat.root})")
         if rec.status == "changed":
             # This path no longer holds the track's bytes; another path
             # with the same content may still: analyze the track from there.
@@ -605,6 +616,8 @@ def _result_or_failure(fut, job: TrackJob, cat: Catalog, cfg: PipelineConfig) ->
     """The task's record, or a failure record when the task could not return one."""
     try:
         return fut.result()
+    except CatalogFullError:
+        raise
     except Exception as exc:
         from distributed.scheduler import KilledWorker
 

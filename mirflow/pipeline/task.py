@@ -33,7 +33,7 @@ from mirflow.catalog.layout import (
     utcnow,
 )
 from mirflow.catalog.schema import conform, table_schema
-from mirflow.errors import ExtractionError, ProbeError, TrackError, TrackTimeout
+from mirflow.errors import CatalogFullError, ExtractionError, ProbeError, TrackError, TrackTimeout
 from mirflow.pipeline.config import PipelineConfig
 from mirflow.pipeline.worker import prepare_process
 
@@ -69,7 +69,8 @@ class TrackResult:
 
     track_id: str
     path: str
-    #: ``ok``, ``failed``, or ``changed`` (the file no longer holds the track's bytes).
+    #: ``ok``, ``failed``, ``changed`` (the file no longer holds the track's bytes) or
+    #: ``disk-full`` (the catalog's disk filled up: the run stops).
     status: str
     stage: str | None = None
     message: str | None = None
@@ -137,6 +138,8 @@ def _hash_one(path: str, catalog: Catalog, pipeline: PipelineConfig) -> HashReco
                "ctime_ns": after[2], "inode": after[3], "seen_at": utcnow()}
         catalog.write_part("files", path_key(path), conform("files", {k: [v] for k, v in row.items()}))
         return HashRecord(path, track_id, size, identity=after)
+    except CatalogFullError:
+        raise  # not this path's failure: the whole run stops
     except Exception as exc:  # the runtime boundary of one path
         if isinstance(exc, TrackError):
             err: BaseException = exc
@@ -340,6 +343,12 @@ def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) ->
                 _write_long_table(catalog, table, job.track_id, tables.get(table, {}))
             catalog.write_part("tracks", job.track_id, tracks)
             catalog.remove_part("errors", path_key(job.path))
+    except CatalogFullError as exc:
+        # Not this track's failure, and no error row could be written either:
+        # the run stops; parts written so far have no tracks row, so no
+        # reader serves them, and the resumed run overwrites them.
+        return TrackResult(job.track_id, job.path, "disk-full", "write", str(exc), duration,
+                           time.perf_counter() - started)
     except TrackError as exc:
         st = exc.stage if exc.stage not in ("extract",) else stage
         write_error(catalog, _error_record(job.path, job.track_id, st, exc, pipeline))

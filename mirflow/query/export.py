@@ -135,7 +135,7 @@ def export_query(catalog: str | os.PathLike[str] | Catalog, *, out: str | os.Pat
     """
     import duckdb
 
-    from mirflow.query import connect
+    from mirflow.query import check_read_only, connect
 
     started = time.perf_counter()
     out = Path(out).expanduser()
@@ -148,7 +148,8 @@ def export_query(catalog: str | os.PathLike[str] | Catalog, *, out: str | os.Pat
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; use --force to replace it")
     sql = _sql_text(query)
-    con = connect(open_catalog(catalog))
+    check_read_only(sql)  # the user's part is a query; only the COPY around it writes
+    con = connect(open_catalog(catalog), read_only=False)
     try:
         try:
             # Bind the query on its own first: its errors then quote the user's
@@ -378,8 +379,9 @@ def _selected_tracks(cat: Catalog, query: str | None) -> list[str]:
         return ids
     import duckdb
 
-    from mirflow.query import connect
+    from mirflow.query import check_read_only, connect
 
+    check_read_only(_sql_text(query))
     con = connect(cat)
     try:
         try:

@@ -116,7 +116,8 @@ class CatalogStore:
             raise CatalogError(f"{self.catalog.root} is not a mirflow catalog (no manifest.json)")
         self.manifest: dict[str, Any] = manifest
         self.pipeline: str = str(manifest.get("pipeline") or "default")
-        self._con = connect(self.catalog)
+        # Unlocked for the set-up below; _lock_down confines it to the catalog folder.
+        self._con = connect(self.catalog, read_only=False)
         columns = {d[0] for d in self._con.execute("SELECT * FROM tracks LIMIT 0").description}
         self.summary_columns: tuple[str, ...] = tuple(c for c in SUMMARY_COLUMNS if c in columns)
         self._con.execute(
