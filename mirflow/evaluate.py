@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from mirflow.errors import ConfigError
+from mirflow.labels import parse_key
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "chord_sevenths": ("chord", "chord_sevenths_s"),
 }
 FAMILIES = ("key", "tempo", "beat", "chord")
-
-_MODE_WORDS = {"": "major", "maj": "major", "major": "major", "m": "minor", "min": "minor",
-               "minor": "minor"}
 
 
 # ============================================================================ records
@@ -154,37 +152,23 @@ def _is_missing(value: Any) -> bool:
 def normalize_key(label: Any) -> str | None:
     """Return a key as mir_eval validates it (``'Eb minor'``), or ``None``.
 
-    Accepts mir_eval (``'Eb minor'``), JAMS (``'Eb:minor'``) and short forms
-    (``'Ebm'``, ``'Eb'``). mir_eval compares pitch classes, so any enharmonic
-    spelling is kept as given.
+    Parsed by :func:`mirflow.labels.parse_key`, the one key parser, so it
+    accepts every spelling mirflow reads (mir_eval ``'Eb minor'``, JAMS
+    ``'Eb:minor'``, short forms ``'Ebm'``, ``'Eb'``, Camelot, Open Key) and
+    renders the tonic with mirflow's canonical spelling, as the catalog's
+    ``key`` column is. Missing values (``None``, NaN, blank) and "no key"
+    labels (``'X'``, ``'N'``) give ``None``; a label that is not a key raises
+    ``ValueError``, as in :func:`~mirflow.labels.parse_key`.
 
     Examples
     --------
     >>> normalize_key("A:minor"), normalize_key("c#m"), normalize_key("Bb"), normalize_key(None)
     ('A minor', 'C# minor', 'Bb major', None)
     """
-    import mir_eval
-
     if _is_missing(label):
         return None
-    text = str(label).strip().replace(":", " ")
-    parts = text.split()
-    if len(parts) == 1:
-        token = parts[0]
-        if token.upper() in ("X", "N"):
-            return None
-        # Split a root (letter + accidentals) from a mode suffix: "C#m", "Ebmaj".
-        i = 1
-        while i < len(token) and token[i] in "#b♯♭":
-            i += 1
-        parts = [token[:i], token[i:]]
-    if len(parts) != 2:
-        raise ValueError(f"not a key: {label!r}")
-    root, mode = parts
-    mode = _MODE_WORDS.get(mode.lower(), mode.lower())
-    out = f"{root[:1].upper()}{root[1:].replace('♯', '#').replace('♭', 'b')} {mode}"
-    mir_eval.key.validate_key(out)
-    return out
+    key = parse_key(label)
+    return None if key is None else key.mir_eval
 
 
 def _chord_list(value: Any) -> list[tuple[float, float, str]] | None:

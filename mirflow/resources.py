@@ -4,15 +4,20 @@ The canonical files live at the top of the repository (``schemas/``,
 ``pipelines/``); the wheel maps them to the data packages
 ``mirflow._schemas`` and ``mirflow._pipelines``. An editable or source-tree
 checkout falls back to the repository folders.
+
+The shipped schema folder is the first entry of the schema search path;
+plugins add theirs (see :func:`mirflow.catalog.schema.schema_dirs`).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache  # read on every schema lookup; the package does not move while it runs
 def _data_dir(package: str, repo_folder: str) -> Path:
     # Installed wheel: the data package sits inside the mirflow folder (it has
     # no __init__.py, so importlib.resources would hand back a namespace
@@ -27,7 +32,7 @@ def _data_dir(package: str, repo_folder: str) -> Path:
 
 
 def schemas_dir() -> Path:
-    """Folder holding the table schema YAML files."""
+    """Folder holding the table schema YAML files that ship with mirflow (first on the schema search path)."""
     return _data_dir("mirflow._schemas", "schemas")
 
 

@@ -139,3 +139,18 @@ def test_params_and_registry() -> None:
         ChordExtractor(backend="chordino")
     with pytest.raises(ParameterError):
         ChordExtractor(self_transition=1.5)
+
+
+def test_madmom_features_equal_madmoms_processors(tracks: list) -> None:
+    """The shared spectrogram + madmom's later stages give exactly what madmom's public processors give."""
+    from madmom.audio.chroma import DeepChromaProcessor
+    from madmom.audio.signal import Signal
+    from madmom.features.chords import CNNChordFeatureProcessor
+
+    from mirflow.extractors.chords import madmom_chord_features
+
+    fe = Frontend.from_array(tracks[1][0], SR)
+    signal = Signal(fe.signal(44100), sample_rate=44100, num_channels=1)
+    np.testing.assert_array_equal(madmom_chord_features(fe, "deepchroma"),
+                                  DeepChromaProcessor(num_threads=1, intra_op_num_threads=1)(signal))
+    np.testing.assert_array_equal(madmom_chord_features(fe, "cnn"), CNNChordFeatureProcessor()(signal))

@@ -24,6 +24,7 @@ from mirflow.errors import ConfigError
 from mirflow.evaluate import (
     chord_scores,
     evaluate,
+    key_scores,
     load_truth,
     normalize_key,
     tempo_accuracy,
@@ -76,7 +77,8 @@ def _write_catalog(root: Path, audio_dir: Path) -> Path:
         paths = [path] + ([str(audio_dir / "copies" / "exact copy.wav")] if name == "exact.wav" else [])
         for p in paths:
             cat.write_part("files", path_key(p), conform("files", {
-                "path": [p], "track_id": [tid], "file_size_bytes": [1000], "mtime_ns": [0], "seen_at": [NOW]}))
+                "path": [p], "track_id": [tid], "file_size_bytes": [1000], "mtime_ns": [0], "seen_at": [NOW]},
+                fill_missing=True))
         if est["beats"]:
             cat.write_part("beats", tid, conform("beats", {
                 "track_id": [tid] * len(est["beats"]), "time_s": est["beats"],
@@ -173,6 +175,26 @@ def test_tempo_and_key_helpers() -> None:
     assert normalize_key("X") is None
 
 
+def test_keys_are_read_by_the_one_key_parser() -> None:
+    from mirflow.labels import parse_key
+
+    # every spelling labels.parse_key reads, rendered in the catalog's canonical spelling
+    for label in ("Db major", "C#:major", "c#", "3B", "8d", "A# minor", "bb:minor", "Bbm"):
+        assert normalize_key(label) == parse_key(label).mir_eval
+    assert normalize_key("Db major") == normalize_key("3B") == "C# major"
+    # missing values and "no key" labels are no key; anything else is not a key
+    for missing in (None, float("nan"), "", "  ", "X", "N", "none"):
+        assert normalize_key(missing) is None
+    for bad in ("H minor", "C dorian", "Cmaj7", "8C"):
+        with pytest.raises(ValueError):
+            normalize_key(bad)
+    # enharmonic and Camelot spellings score as the key they name; a non-key estimate scores 0
+    assert key_scores("C# major", "Db major") == (1.0, 1.0)
+    assert key_scores("A minor", "8A") == (1.0, 1.0)
+    assert key_scores("C major", "not a key") == (0.0, 0.0)
+    assert key_scores("C major", None) == (0.0, 0.0)
+
+
 def test_matches_by_track_id_and_by_duplicate_path(tmp_path: Path, setup) -> None:
     catalog, _, audio = setup
     truth = tmp_path / "by_id.jsonl"
@@ -259,7 +281,8 @@ def test_failed_tracks_count_as_wrong(setup) -> None:
     broken = str(audio / "absent.wav")  # the truth's absent track now failed in the catalog instead
     Catalog(catalog).write_part("errors", path_key(broken), conform("errors", {
         "path": [broken], "track_id": [None], "stage": ["decode"], "error_type": ["DecodeError"],
-        "message": ["truncated"], "pipeline": ["default"], "pipeline_version": ["test"], "occurred_at": [NOW]}))
+        "message": ["truncated"], "pipeline": ["default"], "pipeline_version": ["test"], "occurred_at": [NOW]},
+        fill_missing=True))
     per_track, overall = evaluate(catalog, truth, skip_missing=True)
     row = per_track.set_index(per_track["path"].map(lambda p: Path(p).name)).loc["absent.wav"]
     assert row.status == "failed" and row.key_weighted == 0.0 and row.beat_f == 0.0

@@ -232,6 +232,11 @@ def test_constants_and_framing() -> None:
     assert seconds_to_frames(1) == 61
     assert list(patch_starts(500, 187, 61)) == [0, 61, 122, 183, 244, 305]
     assert list(patch_starts(186)) == []
+    # Shorter than one patch: one patch at 0 for callers that pad (the onnx embeddings backend)
+    assert list(patch_starts(186, pad_short=True)) == [0] and list(patch_starts(0, pad_short=True)) == []
+    assert list(patch_starts(400, 187, 61, pad_short=True)) == list(patch_starts(400, 187, 61)) == [0, 61, 122, 183]
+    with pytest.raises(ValueError, match="hop"):
+        patch_starts(500, 187, 0)
     assert musicnn_mel(np.zeros(SR, np.float32)).shape == (63, 96)
 
 

@@ -4,14 +4,26 @@
 types, units and descriptions; nothing here lists columns again. Each batch
 written to the catalog goes through :func:`conform`, which fails on a
 missing, extra or mistyped column rather than letting a table drift.
+
+Schemas are read from a search path (:func:`schema_dirs`): the folder that
+ships with mirflow, then the folders named in ``MIRFLOW_SCHEMA_PATH``
+(``os.pathsep``-separated), then folders registered in code with
+:func:`register_schema_dir` (a plugin module does this at import, next to
+its extractor). In each folder, ``NAME.yaml`` declares table ``NAME`` (a
+table declared twice is an error naming both files) and
+``TABLE.FRAGMENT.yaml`` adds nullable columns to an existing table, e.g.
+``tracks.my_plugin.yaml`` adds a plugin's per-track values to ``tracks``;
+a column declared twice is an error naming both files.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -90,6 +102,8 @@ class TableSchema:
     #: Column whose value names a sub-folder of the table (one fixed-size
     #: embedding dimension per folder, e.g. per model).
     partition_by: str | None = None
+    #: The YAML files it was read from: the table's file, then its fragments.
+    sources: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -130,11 +144,32 @@ class TableSchema:
         return pa.schema(fields, metadata=meta)
 
 
-def _load(path) -> TableSchema:
+def _read_yaml(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
+    if not isinstance(raw, dict):
+        raise SchemaError(f"malformed schema file {path}: expected a mapping")
+    return raw
+
+
+def _columns(raw: Mapping[str, Any], path: Path) -> tuple[ColumnSpec, ...]:
     try:
         cols = tuple(ColumnSpec(**c) for c in raw["columns"])
+    except (KeyError, TypeError) as exc:
+        raise SchemaError(f"malformed schema file {path}: {exc}") from exc
+    for c in cols:
+        try:
+            parse_type(c.type, size=1)  # fail early on a bad type string
+        except SchemaError as exc:
+            raise SchemaError(f"{path}: column {c.name!r}: {exc}") from None
+    return cols
+
+
+def _load(path: str | os.PathLike[str]) -> TableSchema:
+    path = Path(path)
+    raw = _read_yaml(path)
+    cols = _columns(raw, path)
+    try:
         schema = TableSchema(
             table=raw["table"],
             version=int(raw["version"]),
@@ -142,37 +177,161 @@ def _load(path) -> TableSchema:
             primary_key=tuple(raw.get("primary_key", ())),
             columns=cols,
             partition_by=raw.get("partition_by"),
+            sources=(str(path),),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise SchemaError(f"malformed schema file {path}: {exc}") from exc
     names = schema.names
     if len(set(names)) != len(names):
-        raise SchemaError(f"schema {schema.table!r} declares a column twice")
-    for c in cols:
-        parse_type(c.type, size=1)  # fail early on a bad type string
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise SchemaError(f"schema {schema.table!r} ({path}) declares {twice} twice")
     if schema.partition_by is not None and schema.partition_by not in names:
         raise SchemaError(f"schema {schema.table!r}: partition_by names an unknown column")
     return schema
 
 
-@functools.cache
+def _extend(base: TableSchema, path: Path) -> TableSchema:
+    """``base`` with the columns of the fragment file ``path`` appended."""
+    raw = _read_yaml(path)
+    table = path.name.split(".", 1)[0]
+    if raw.get("table", table) != table:
+        raise SchemaError(f"{path} extends table {raw['table']!r}, but its file name says {table!r}")
+    unknown = sorted(set(raw) - {"table", "description", "columns"})
+    if unknown:
+        raise SchemaError(f"{path}: a fragment only adds columns; unexpected keys {unknown}")
+    owner = {c.name: base.sources[0] for c in base.columns}
+    for src in base.sources[1:]:
+        for c in _columns(_read_yaml(Path(src)), Path(src)):
+            owner[c.name] = src
+    added = _columns(raw, path)
+    for c in added:
+        if c.name in owner:
+            raise SchemaError(f"column {table}.{c.name} is declared in both {owner[c.name]} and {path}")
+        if not c.nullable:
+            # Rows written by extractors that do not know the plugin leave it null.
+            raise SchemaError(f"{path}: column {table}.{c.name} added by a fragment must be nullable")
+        owner[c.name] = str(path)
+    return replace(base, columns=base.columns + added, sources=base.sources + (str(path),))
+
+
+#: Environment variable: extra schema folders, ``os.pathsep``-separated.
+#: Worker processes inherit it, so they read the same schemas as the client.
+SCHEMA_PATH_ENV = "MIRFLOW_SCHEMA_PATH"
+
+_registered_dirs: list[Path] = []
+
+
+def register_schema_dir(path: str | os.PathLike[str]) -> Path:
+    """Add a folder of schema YAML files to the search path (a plugin calls this at import).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A folder holding ``NAME.yaml`` table schemas and/or ``TABLE.FRAGMENT.yaml``
+        column fragments, usually next to the plugin's module
+        (``Path(__file__).parent / "schemas"``).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder, resolved.
+
+    Raises
+    ------
+    SchemaError
+        If the folder does not exist, or its files clash with the schemas
+        already on the path (the registration is then undone).
+
+    Examples
+    --------
+    >>> from pathlib import Path                                      # doctest: +SKIP
+    >>> from mirflow.catalog import register_schema_dir               # doctest: +SKIP
+    >>> register_schema_dir(Path(__file__).parent / "schemas")        # doctest: +SKIP
+    """
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise SchemaError(f"schema folder {folder} does not exist")
+    if folder in _registered_dirs:
+        return folder
+    _registered_dirs.append(folder)
+    try:
+        load_schemas()  # fail now, naming the clash, not at the first write
+    except SchemaError:
+        _registered_dirs.remove(folder)
+        raise
+    return folder
+
+
+def unregister_schema_dir(path: str | os.PathLike[str]) -> None:
+    """Remove a folder added with :func:`register_schema_dir` (tests that load a plugin clean up with it)."""
+    folder = Path(path).expanduser().resolve()
+    if folder in _registered_dirs:
+        _registered_dirs.remove(folder)
+
+
+def schema_dirs() -> list[Path]:
+    """The schema search path: shipped folder, ``MIRFLOW_SCHEMA_PATH`` folders, registered folders."""
+    out = [schemas_dir(), *_env_dirs(os.environ.get(SCHEMA_PATH_ENV, "")), *_registered_dirs]
+    seen: set[Path] = set()
+    return [d for d in out if not (d in seen or seen.add(d))]
+
+
+@functools.lru_cache(maxsize=8)
+def _env_dirs(value: str) -> tuple[Path, ...]:
+    return tuple(Path(entry.strip()).expanduser().resolve() for entry in value.split(os.pathsep) if entry.strip())
+
+
+def _load_plugins() -> None:
+    # Plugins named in MIRFLOW_PLUGINS register their schema folders at
+    # import; importing them here lets a process that only reads a catalog
+    # (mirflow query, a notebook) see plugin tables with the same one
+    # variable the analysis used. The registry module is light (no audio
+    # libraries); imported here, not at the top, as it imports this package.
+    from mirflow.extractors import registry
+
+    registry._load_plugins()
+
+
 def load_schemas() -> dict[str, TableSchema]:
-    """Every table schema that ships with mirflow, by table name."""
-    out = {}
-    for path in sorted(schemas_dir().glob("*.yaml")):
-        s = _load(path)
-        if s.table != path.stem:
-            raise SchemaError(f"{path.name} declares table {s.table!r}; file and table names must match")
-        out[s.table] = s
+    """Every table schema on the search path (:func:`schema_dirs`), by table name."""
+    _load_plugins()
+    return _load_dirs(tuple(schema_dirs()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_dirs(dirs: tuple[Path, ...]) -> dict[str, TableSchema]:
+    # Keyed on the search path itself: registering a folder or changing the
+    # environment variable reads the files again, with nothing to invalidate.
+    out: dict[str, TableSchema] = {}
+    fragments: list[Path] = []
+    for folder in dirs:
+        if not folder.is_dir():
+            raise SchemaError(f"schema folder {folder} does not exist (check {SCHEMA_PATH_ENV})")
+        for path in sorted(folder.glob("*.yaml")):
+            if "." in path.stem:
+                fragments.append(path)
+                continue
+            s = _load(path)
+            if s.table != path.stem:
+                raise SchemaError(f"{path.name} declares table {s.table!r}; file and table names must match")
+            if s.table in out:
+                raise SchemaError(f"table {s.table!r} is declared in both {out[s.table].sources[0]} and {path}")
+            out[s.table] = s
+    for path in fragments:
+        table = path.name.split(".", 1)[0]
+        if table not in out:
+            raise SchemaError(f"{path} adds columns to table {table!r}, which no schema on the path declares")
+        out[table] = _extend(out[table], path)
     return out
 
 
 def table_schema(table: str) -> TableSchema:
     """The canonical schema of ``table``."""
+    schemas = load_schemas()
     try:
-        return load_schemas()[table]
+        return schemas[table]
     except KeyError:
-        raise SchemaError(f"no schema for table {table!r}; known: {sorted(load_schemas())}") from None
+        raise SchemaError(f"no schema for table {table!r}; known: {sorted(schemas)}") from None
 
 
 def conform(table: str, data: pa.Table | Mapping[str, Any], *, sizes: Mapping[str, int] | None = None,
@@ -211,7 +370,8 @@ def conform(table: str, data: pa.Table | Mapping[str, Any], *, sizes: Mapping[st
         n = lengths.pop() if lengths else 0
     extra = set(columns) - set(schema.names)
     if extra:
-        raise SchemaError(f"{table}: columns not in schemas/{table}.yaml: {sorted(extra)}")
+        others = f" (nor {', '.join(spec.sources[1:])})" if len(spec.sources) > 1 else ""
+        raise SchemaError(f"{table}: columns not in schemas/{table}.yaml{others}: {sorted(extra)}")
     arrays = []
     for field in schema:
         if field.name not in columns:

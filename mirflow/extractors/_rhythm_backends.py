@@ -25,6 +25,7 @@ from mirflow.extractors._rhythm_features import (
     metrical_salience,
     onset_features,
 )
+from mirflow.extractors._tonal_features import quiet_onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,17 @@ class RhythmTrack:
 # ------------------------------------------------------------------- madmom
 @functools.lru_cache(maxsize=1)
 def _madmom_rnn() -> Any:
-    """madmom's joint beat/downbeat RNN ensemble, single-threaded (built once per process)."""
-    try:  # onnxruntime warns about every call on shape metadata; keep worker logs readable
-        import onnxruntime
+    """madmom's joint beat/downbeat RNN ensemble, single-threaded (loaded once per process).
 
-        onnxruntime.set_default_logger_severity(3)
-    except ImportError:  # pragma: no cover - madmom needs it anyway
-        pass
-    from madmom.features.downbeats import RNNDownBeatProcessor
+    The network ``RNNDownBeatProcessor`` runs (``DOWNBEATS_BLSTM``, loaded as it
+    loads it), without that processor's pre-processing: :func:`downbeat_features`
+    replaces it. Its output has three columns: no beat, beat, downbeat.
+    """
+    from madmom.ml.nn import NeuralNetworkEnsemble
+    from madmom.models import DOWNBEATS_BLSTM
 
-    return RNNDownBeatProcessor(num_threads=1, intra_op_num_threads=1)
+    quiet_onnxruntime()
+    return NeuralNetworkEnsemble.load(DOWNBEATS_BLSTM, num_threads=1, intra_op_num_threads=1)
 
 
 @functools.lru_cache(maxsize=8)
@@ -183,8 +185,7 @@ def madmom_activations(frontend: Any) -> np.ndarray:
         y = frontend.signal(MODEL_SR)
         if y.size == 0:
             return np.zeros((0, 2))
-        network = _madmom_rnn().processors[1]  # (pre-processing, RNN ensemble, column selection)
-        act = network(downbeat_features(y))
+        act = _madmom_rnn()(downbeat_features(y))
         return np.asarray(act, dtype=np.float64)[:, 1:]  # drop the "no beat" class, as madmom does
 
     return frontend.cached(("madmom", "downbeat_activations"), compute)

@@ -12,7 +12,7 @@ Backends:
   + ``CRFChordRecognitionProcessor``); ``'deepchroma'`` the deep-chroma
   network (``DeepChromaProcessor`` + ``DeepChromaChordRecognitionProcessor``).
   Both start from the 8192-point STFT the key extractor also uses, computed
-  once per track (:func:`mirflow.extractors.key.madmom_spectrogram`).
+  once per track (:func:`mirflow.extractors._tonal_features.madmom_log_filtered`).
   Code BSD, models CC BY-NC-SA 4.0.
 * ``essentia``: HPCP frames (4096/2048 at 44.1 kHz) and ``ChordsDetection``
   (best triad over a sliding ``essentia_window_s`` window). AGPL-3.0.
@@ -55,23 +55,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
-from mirflow.extractors.base import Extraction, Extractor, Params, param
-from mirflow.extractors.key import (
+from mirflow.extractors._tonal_features import (
     LIBROSA_HOP,
     LIBROSA_SR,
+    MADMOM_FPS,
     MADMOM_SR,
     librosa_chroma,
     madmom_log_filtered,
     quiet_onnxruntime,
 )
+from mirflow.extractors.base import Extraction, Extractor, Params, param
 from mirflow.extractors.requirements import ESSENTIA, LIBROSA, MADMOM, Requirement
 from mirflow.labels import MAJMIN_LABELS, to_harte
 
 log = logging.getLogger(__name__)
 
-#: Frame rate of madmom's chord models.
-MADMOM_FPS = 10.0
 #: Shorter audio gets null summaries and no rows: the deep-chroma network needs
 #: 1.5 s of context and a chord label for a fraction of a second is noise.
 MIN_DURATION_S = 1.0
@@ -118,7 +118,14 @@ def _madmom_models(model: str) -> tuple[Any, Any]:
 
 
 def madmom_chord_features(frontend: Any, model: str) -> np.ndarray:
-    """Frame features (10 frames/s) the madmom CRF decodes: CNN features or deep chroma."""
+    """Frame features (10 frames/s) the madmom CRF decodes: CNN features or deep chroma.
+
+    The stages after the spectrogram of madmom's ``CNNChordFeatureProcessor``
+    and ``DeepChromaProcessor``, fed the shared spectrogram; the features
+    equal those processors' output exactly (checked to 0.0).
+    """
+    # Private madmom stages, not the public processors: those compute their own STFT (deep
+    # chroma 75 ms instead of 10 ms per 30-s track) and the CNN one loads its network unthreaded.
     from madmom.audio.chroma import _dcp_flatten
     from madmom.audio.signal import FramedSignal, Signal
     from madmom.features.chords import _cnncfp_avg, _cnncfp_pad, _cnncfp_superframes
@@ -139,9 +146,7 @@ _FROM_MADMOM = np.array([(j + 3) % 12 + (12 if j >= 12 else 0) for j in range(24
 
 def _madmom_unary(feats: np.ndarray, crf: Any) -> np.ndarray:
     """Per-frame softmax of the CRF's unary potentials, ``(25, frames)`` in MAJMIN_LABELS order."""
-    potentials = crf.c + feats @ crf.W
-    potentials = np.exp(potentials - potentials.max(axis=1, keepdims=True))
-    return (potentials / potentials.sum(axis=1, keepdims=True))[:, _FROM_MADMOM].T
+    return softmax(crf.c + feats @ crf.W, axis=1)[:, _FROM_MADMOM].T
 
 
 def madmom_chords(frontend: Any, model: str) -> list[Segment]:
@@ -215,8 +220,9 @@ def librosa_observations(frontend: Any, no_chord_threshold: float) -> np.ndarray
     sims = _templates() @ unit  # cosine similarity, (24, frames)
     # Observation likelihoods: a sharp softmax of the similarities over the
     # 24 chords; N takes the mass of frames that are too quiet to hold a chord.
-    obs = np.exp((sims - sims.max(axis=0, keepdims=True)) / TEMPLATE_TEMPERATURE)
-    obs /= obs.sum(axis=0, keepdims=True)
+    # (Centred before scaling, so the values are bit-identical to those the
+    # temperature was tuned with; softmax's own shift is then zero.)
+    obs = softmax((sims - sims.max(axis=0, keepdims=True)) / TEMPLATE_TEMPERATURE, axis=0)
     quiet = energy < no_chord_threshold * max(float(energy.max(initial=0.0)), 1e-12)
     p_n = np.where(quiet, 0.99, 0.01)
     return np.vstack([obs * (1.0 - p_n), p_n])
@@ -255,8 +261,7 @@ def ensemble_chords(frontend: Any, weight: float, self_transition: float,
     times = np.arange(p_madmom.shape[1]) / MADMOM_FPS
     nearest = np.clip(np.round(times * LIBROSA_SR / LIBROSA_HOP).astype(int), 0, p_templates.shape[1] - 1)
     log_p = weight * np.log(p_madmom + 1e-9) + (1.0 - weight) * np.log(p_templates[:, nearest] + 1e-9)
-    prob = np.exp(log_p - log_p.max(axis=0, keepdims=True))
-    prob /= prob.sum(axis=0, keepdims=True)
+    prob = softmax(log_p, axis=0)
     path = _viterbi(prob, self_transition)
     conf = prob[path, np.arange(len(path))]
     return frames_to_segments([MAJMIN_LABELS[i] for i in path], conf, 1.0 / MADMOM_FPS,

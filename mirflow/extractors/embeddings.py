@@ -47,6 +47,7 @@ from mirflow.errors import ExtractionError, ModelUnavailableError, ParameterErro
 from mirflow.extractors.base import Extraction, Extractor, Params, param
 from mirflow.extractors.descriptors import FrameFeatures, frame_features, onset_rate, pulse
 from mirflow.extractors.requirements import LIBROSA, MUSICNN_WEIGHTS, ONNXRUNTIME, Requirement
+from mirflow.models.musicnn import patch_starts
 
 log = logging.getLogger(__name__)
 
@@ -311,19 +312,6 @@ def _mean(vectors: np.ndarray) -> np.ndarray:
     return vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
-def patch_starts(n: int, patch: int, hop: int) -> np.ndarray:
-    """Start indices of full patches; one (zero-padded) patch when ``n < patch``.
-
-    A trailing partial patch after the last full one is dropped (as musicnn
-    does): it would be mostly padding and shift the mean.
-    """
-    if n <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if n < patch:
-        return np.zeros(1, dtype=np.int64)
-    return np.arange(0, n - patch + 1, hop, dtype=np.int64)
-
-
 def _musicnn_logmel(frontend: Any) -> np.ndarray:
     """musicnn's input ``(frames, 96)`` from the frontend's shared 16 kHz mel spectrogram.
 
@@ -458,7 +446,7 @@ class EmbeddingExtractor(Extractor):
         model = load_onnx(p.onnx_path)
         if p.input_kind == "waveform":
             patch, hop = max(1, round(p.patch_seconds * sr)), max(1, round(p.hop_seconds * sr))
-            starts = patch_starts(y.size, patch, hop)
+            starts = patch_starts(y.size, patch, hop, pad_short=True)
             padded = np.zeros(max(y.size, patch), dtype=np.float32)
             padded[: y.size] = y
             patches = np.stack([padded[s: s + patch] for s in starts])  # (n, samples)
@@ -474,7 +462,7 @@ class EmbeddingExtractor(Extractor):
             logmel = np.ascontiguousarray(logmel.T, dtype=np.float32)  # (frames, mels)
             patch = max(1, round(p.patch_seconds * sr / p.hop_length))
             hop = max(1, round(p.hop_seconds * sr / p.hop_length))
-            starts = patch_starts(logmel.shape[0], patch, hop)
+            starts = patch_starts(logmel.shape[0], patch, hop, pad_short=True)
             padded = np.zeros((max(logmel.shape[0], patch), p.n_mels), dtype=np.float32)
             padded[: logmel.shape[0]] = logmel
             patches = np.stack([padded[s: s + patch] for s in starts])  # (n, frames, mels)

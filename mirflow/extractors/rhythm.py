@@ -54,11 +54,11 @@ librosa   0.71   0.95   0.85   0.71   0.05
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from mirflow.errors import ParameterError
 from mirflow.extractors._rhythm_backends import (
@@ -149,10 +149,6 @@ class OctaveDecision:
     p_chosen: float
     alt_factor: float
     reason: str
-
-
-def _sigmoid(x: float) -> float:
-    return 0.5 * (1.0 + math.tanh(0.5 * x))  # the logistic function, without overflow
 
 
 def _peak_near(env: np.ndarray, fps: float, times: np.ndarray, width_s: float = 0.03) -> np.ndarray:
@@ -259,11 +255,11 @@ def decide_octave(act: np.ndarray, beats: np.ndarray, positions: np.ndarray | No
                             / (_peak_near(broad_onsets, onset_fps, beats, 0.035).mean() + 1e-9))
     # Probabilities that the tracked level is not twice too fast / too slow:
     # logistic around the measured thresholds (both conditions of (a) must hold).
-    p_double = (_sigmoid((HALVE_ALTERNATION - alternation) / 0.04)
-                * _sigmoid((HALVE_BEAT3_DOWNBEAT - beat3) / 0.03))
+    p_double = float(expit((HALVE_ALTERNATION - alternation) / 0.04)
+                     * expit((HALVE_BEAT3_DOWNBEAT - beat3) / 0.03))
     threshold = DOUBLE_OFFBEAT.get(meter or 4, DOUBLE_OFFBEAT[4])
-    p_half = (_sigmoid((offbeat - threshold) / (0.15 * threshold))
-              * _sigmoid((onset_ratio - DOUBLE_ONSET_RATIO) / 0.04))
+    p_half = float(expit((offbeat - threshold) / (0.15 * threshold))
+                   * expit((onset_ratio - DOUBLE_ONSET_RATIO) / 0.04))
     if tempo / 2.0 >= min_bpm and p_double > 0.5:
         return OctaveDecision(0.5, p_double, 2.0,
                               f"weak alternate beats (ratio {alternation:.2f}) without a beat 3 "
@@ -392,8 +388,8 @@ def decide_three_two(act: np.ndarray, beats: np.ndarray, low_onsets: np.ndarray 
         support = max((float(_peak_near(e, onset_fps, mids[between], w).mean()
                              / (_peak_near(e, onset_fps, beats[dropped], w).mean() + 1e-9))
                        for e, w in envelopes), default=1.0)
-        p_error = (_sigmoid((THREE_TWO_WEAK - weak) / 0.03)
-                   * _sigmoid((support - THREE_TWO_SUPPORT) / 0.08))
+        p_error = float(expit((THREE_TWO_WEAK - weak) / 0.03)
+                        * expit((support - THREE_TWO_SUPPORT) / 0.08))
         if p_error > best.p_error or best.reason.startswith("too few"):
             best = ThreeTwoDecision(p_error > 0.5, phase, p_error,
                                     f"weakest of three tracked beats at {weak:.2f} of the others, "

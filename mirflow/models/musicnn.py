@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.special import expit
 
 from mirflow.models.tfcheckpoint import read_checkpoint
 
@@ -173,28 +174,45 @@ def musicnn_mel(signal: np.ndarray) -> np.ndarray:
 
 
 def patch_starts(
-    n_frames: int, patch_frames: int = PATCH_FRAMES, hop_frames: int | None = None
+    n_frames: int,
+    patch_frames: int = PATCH_FRAMES,
+    hop_frames: int | None = None,
+    *,
+    pad_short: bool = False,
 ) -> np.ndarray:
-    """First frame of every patch, as ``musicnn.extractor.batch_data`` cuts them.
+    """First frame (or sample) of every patch, as ``musicnn.extractor.batch_data`` cuts them.
+
+    Full patches only: a trailing partial patch after the last full one is
+    dropped, as in the original (it would be mostly padding and shift a mean
+    over patches).
 
     Parameters
     ----------
     n_frames : int
-        Frames in the mel spectrogram.
+        Frames in the mel spectrogram (or samples of a waveform).
     patch_frames : int, default 187
         Frames per patch.
     hop_frames : int, optional
         Frames between patch starts; ``patch_frames`` (no overlap) when omitted.
+    pad_short : bool, default False
+        For a track shorter than one patch (but not empty), one patch at 0,
+        which the caller pads; otherwise no patch, as the original.
 
     Returns
     -------
     numpy.ndarray
-        int64 start frames; empty when the track is shorter than one patch
-        (the trailing partial patch is dropped, as in the original).
+        int64 start frames.
+
+    Examples
+    --------
+    >>> patch_starts(500, 187, 61).tolist(), patch_starts(100).tolist(), patch_starts(100, pad_short=True).tolist()
+    ([0, 61, 122, 183, 244, 305], [], [0])
     """
     hop = patch_frames if hop_frames is None else hop_frames
     if hop <= 0:
         raise ValueError(f"hop between patches must be at least one frame, got {hop}")
+    if pad_short and 0 < n_frames < patch_frames:
+        return np.zeros(1, dtype=np.int64)
     return np.arange(0, n_frames - patch_frames + 1, hop, dtype=np.int64)
 
 
@@ -397,7 +415,7 @@ class MusicnnMSD:
         penultimate = (hidden * scale + offset).astype(np.float32, copy=False)
         w, b = self._dense["logits"]
         logits = penultimate @ w + b
-        taggram = _sigmoid(logits)
+        taggram = expit(logits)  # float32 in, float32 out
         return taggram, penultimate
 
     # ------------------------------------------------------------------ public
@@ -468,12 +486,3 @@ class MusicnnMSD:
         start_s = starts * (FFT_HOP / SR)
         return MusicnnOutput(taggram, penult, start_s, start_s + n * (FFT_HOP / SR))
 
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Split by sign so exp never overflows (float32 exp overflows past 88).
-    out = np.empty_like(x, dtype=np.float32)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out

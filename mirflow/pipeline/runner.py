@@ -206,12 +206,13 @@ def _dask_config(pipeline: PipelineConfig, opts: ClusterOptions) -> dict[str, An
     return cfg
 
 
-def _start(opts: ClusterOptions):
+def _start(opts: ClusterOptions, pipeline: PipelineConfig | None = None):
     from distributed import Client, LocalCluster
 
     if opts.scheduler:
         client = Client(opts.scheduler)
         cluster = None
+        _configure_existing_cluster(client, pipeline)
     else:
         cluster = LocalCluster(
             n_workers=opts.workers,
@@ -227,6 +228,50 @@ def _start(opts: ClusterOptions):
         client = Client(cluster)
     client.register_plugin(WorkerSetup())
     return client, cluster
+
+
+def _configure_existing_cluster(client, pipeline: PipelineConfig | None) -> None:
+    """Apply the worker hygiene to a cluster someone else started, and check what cannot be applied.
+
+    A running scheduler and its nannies never read the client's
+    ``dask.config``: the thread environment goes in as a nanny plugin
+    (``Environ``, which restarts the workers that lack it, and is applied to
+    workers that join later), the per-worker numba cache and thread limits as
+    a worker plugin (:class:`WorkerSetup`, registered by the caller), models
+    are warmed in each worker before its first track (the task does it), and
+    the scheduler's own retry and saturation settings are compared with the
+    pipeline's and a difference is logged.
+    """
+    from distributed.diagnostics.plugin import Environ
+
+    lacking = [w for w, ok in client.run(_has_thread_env).items() if not ok]
+    if lacking:
+        log.info("setting one BLAS/OpenMP thread per process on %d worker(s) of %s (they restart once)",
+                 len(lacking), client.scheduler.address)
+        client.register_plugin(Environ(dict(THREAD_ENV)), name="mirflow-thread-env")
+        still = [w for w, ok in client.run(_has_thread_env).items() if not ok]
+        if still:
+            log.warning("%d worker(s) without a nanny cannot get the thread environment before they start; "
+                        "their thread pools are limited in-process instead: %s", len(still), still[:3])
+    if pipeline is None:
+        return
+    settings = client.run_on_scheduler(_scheduler_settings)
+    wanted = {"allowed_failures": pipeline.retries, "worker_saturation": 1.0}
+    for key, value in wanted.items():
+        if settings.get(key) != value:
+            log.warning("the scheduler at %s runs with %s = %s, not the %s this pipeline asks for (set "
+                        "distributed.scheduler.%s where the scheduler starts); a track that crashes workers "
+                        "is retried accordingly", client.scheduler.address, key, settings.get(key), value,
+                        key.replace("_", "-"))
+
+
+def _has_thread_env() -> bool:
+    return all(os.environ.get(k) == v for k, v in THREAD_ENV.items())
+
+
+def _scheduler_settings(dask_scheduler) -> dict[str, Any]:
+    return {"allowed_failures": dask_scheduler.allowed_failures,
+            "worker_saturation": getattr(dask_scheduler, "WORKER_SATURATION", None)}
 
 
 def _memory_limit(opts: ClusterOptions) -> str | float | int | None:
@@ -352,7 +397,7 @@ def _run_stages(paths: list[str], cat: Catalog, cfg: PipelineConfig, opts: Clust
     import dask
 
     with dask.config.set(_dask_config(cfg, opts)):
-        client, local = _start(opts)
+        client, local = _start(opts, cfg)
         try:
             summary.dashboard = client.dashboard_link if opts.dashboard else None
             if summary.dashboard and on_dashboard:
@@ -473,6 +518,7 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
     Returns the paths found changed and every path a task read.
     """
     from distributed import as_completed
+    from distributed import wait as distributed_wait
 
     total = len(plan.to_analyze)
     if progress:
@@ -481,7 +527,6 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
     window = max(2 * nthreads, 4)
     jobs = iter(plan.to_analyze)
     in_flight: dict[Any, TrackJob] = {}
-    isolated: set[str] = set()
     changed: set[str] = set()
     tried: dict[str, list[str]] = {}
     ac = as_completed()
@@ -503,17 +548,11 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
         if not submit_next():
             break
     finished = 0
-    for fut in ac:
-        job = in_flight.pop(fut)
-        if _killed_worker(fut) and job.track_id not in isolated:
-            # A dying worker takes every task it holds with it, so an
-            # innocent track can be blamed for its neighbour's crash.
-            # Give a KilledWorker track one more, fresh try before
-            # recording it; the culprit simply fails again.
-            isolated.add(job.track_id)
-            fut.release()
-            submit(job, f"analyze-{job.track_id}-retry")
-            continue
+    suspects: list[TrackJob] = []
+
+    def record(fut, job: TrackJob) -> TrackJob | None:
+        """Count a finished task; returns the job to try next when its path changed and a copy remains."""
+        nonlocal finished
         rec = _result_or_failure(fut, job, cat, cfg)
         fut.release()
         if rec.status == "disk-full":
@@ -524,15 +563,39 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
             changed.add(job.path)
             others = [p for p in plan.duplicates.get(job.track_id, []) if p not in tried[job.track_id]]
             if others:
-                submit(TrackJob(job.track_id, others[0]), f"analyze-{job.track_id}-{len(tried[job.track_id])}")
-                continue
+                return TrackJob(job.track_id, others[0])
         finished += 1
         if rec.status == "ok":
             summary.analyzed += 1
             summary.audio_seconds += rec.duration_s or 0.0
         if progress:
             progress("analyze", finished, total)
+        return None
+
+    for fut in ac:
+        job = in_flight.pop(fut)
+        if _killed_worker(fut) or fut.status == "lost":
+            # A dying worker takes every task it holds with it, so an
+            # innocent track can be blamed for its neighbour's crash (how
+            # many share a worker depends on the scheduler's saturation,
+            # which an existing cluster sets, not us). Every such track gets
+            # one more try at the end, alone on the cluster: then a crash
+            # can only be its own. A result lost with its worker ("lost")
+            # is tried again the same way (its parts are simply rewritten).
+            fut.release()
+            suspects.append(job)
+        elif (again := record(fut, job)) is not None:
+            submit(again, f"analyze-{again.track_id}-{len(tried[again.track_id])}")
+            continue
         submit_next()
+    for suspect in suspects:
+        job: TrackJob | None = suspect
+        while job is not None:
+            tried.setdefault(job.track_id, []).append(job.path)
+            fut = client.submit(analyze_track, job, str(cat.root), cfg, pure=False,
+                                key=f"analyze-{job.track_id}-alone-{len(tried[job.track_id])}")
+            distributed_wait([fut])
+            job = record(fut, job)
     return changed, {p for tried_paths in tried.values() for p in tried_paths}
 
 

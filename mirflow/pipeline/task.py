@@ -177,7 +177,18 @@ def warm_up(pipeline: PipelineConfig) -> float:
             ex.extract(frontend)
         except Exception as exc:  # noqa: BLE001 - warm-up only; the tracks report real failures
             log.warning("warm-up of extractor %s failed: %s", ex.name, exc)
+    _WARMED.add(pipeline.fingerprint)
     return time.perf_counter() - started
+
+
+#: Pipeline fingerprints this process has warmed up for.
+_WARMED: set[str] = set()
+
+
+def ensure_warm(pipeline: PipelineConfig) -> None:
+    """Warm this worker process up once per pipeline, outside any track's time budget."""
+    if pipeline.fingerprint not in _WARMED:
+        warm_up(pipeline)
 
 
 # --------------------------------------------------------------------- analysis
@@ -328,6 +339,7 @@ def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) ->
     it anew.
     """
     prepare_process()
+    ensure_warm(pipeline)  # a worker that joined after the warm-up stage loads its models here
     catalog = Catalog(catalog_root)
     started = time.perf_counter()
     duration = None
