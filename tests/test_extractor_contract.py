@@ -38,14 +38,7 @@ INSTANCES = registered_instances()
 #: Contract violations of built-in extractors that are known and reported
 #: (instance id, check name) -> part of the message. Each is asserted to
 #: still fail, so that fixing one makes this test fail until it is removed here.
-KNOWN_VIOLATIONS = {
-    # The librosa backend has no dynamic complexity, DFA danceability or
-    # dissonance and leaves them null without saying why.
-    ("descriptors-librosa", "check_outputs_conform"): "empty on music audio without a reason",
-    # pyloudnorm gives no integrated loudness/LRA for 50 ms (shorter than one
-    # 400 ms gating block) and says nothing.
-    ("loudness-pyloudnorm", "check_outputs_conform"): "empty on short audio without a reason",
-}
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 
 @parametrize_with_checks(INSTANCES)

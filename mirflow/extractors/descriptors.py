@@ -433,7 +433,7 @@ class DescriptorExtractor(Extractor):
     """
 
     name = "descriptors"
-    version = "1"
+    version = "2"  # 2: empty values carry their reason (tracks.empty_reasons)
     Params = DescriptorParams
     columns = TRACK_COLUMNS
     requires = ("signal", "stft", "mel", "cached")
@@ -513,4 +513,9 @@ class DescriptorExtractor(Extractor):
                 cols[c] = None
             notes.append("librosa backend: essentia-only columns are null")
         cols.update({k: _num(v) for k, v in scores(feats, rate, clarity, tempo).items()})
-        return self.result(cols, None, *notes)
+        missing = [c for c in self.columns if cols.get(c) is None]
+        reason = None
+        if missing:
+            reason = ("not computed by the librosa backend" if set(missing) <= set(ESSENTIA_ONLY)
+                      else f"not measurable on this audio: {', '.join(missing)}")
+        return self.result(cols, None, *notes, reason=reason)

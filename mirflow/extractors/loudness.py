@@ -159,11 +159,14 @@ class LoudnessExtractor(Extractor):
             lra = _pyloudnorm_range(stereo, sr) if integrated is not None else None
         mono = frontend.signal(sr)
         rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
-        return self.result({
+        cols = {
             "is_silent": False,
             "loudness_integrated_lufs": integrated,
             "loudness_range_lu": lra,
             "true_peak_dbtp": true_peak_dbtp(chans, sr),
             "sample_peak_dbfs": _db(peak),
             "rms_dbfs": _db(rms),
-        })
+        }
+        # BS.1770 gating needs 400-ms blocks; EBU 3342's range needs 3-s ones.
+        reason = "too short" if any(v is None for v in cols.values()) else None
+        return self.result(cols, None, reason=reason)
