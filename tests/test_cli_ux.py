@@ -165,6 +165,7 @@ def test_every_help_runs_and_lists_defaults(capsys):
         assert stop.value.code == 0
         text = capsys.readouterr().out
         assert parser.description or not prefix, f"mirflow {' '.join(prefix)} has no description"
+        assert "examples:" in text, f"mirflow {' '.join(prefix)} --help shows no examples"
         for action in parser._actions:
             if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
                 continue
@@ -173,6 +174,18 @@ def test_every_help_runs_and_lists_defaults(capsys):
                 shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) \
                     else str(action.default)
                 assert shown in text, f"mirflow {' '.join(prefix)} --help does not show the default of {action.dest}"
+
+
+def test_every_example_in_help_parses():
+    import shlex
+
+    parser = build_parser()
+    for _, sub in _all_parsers(parser):
+        for line in (sub.epilog or "").splitlines():
+            line = line.strip()
+            if line.startswith("mirflow "):
+                words = shlex.split(line.split(">")[0])
+                parser.parse_args(words[1:])  # SystemExit (exit 2) on an example that does not parse
 
 
 def test_quiet_and_json_logs(tmp_path):

@@ -326,8 +326,44 @@ def _command(sub: argparse._SubParsersAction, name: str, *, help: str, descripti
                           epilog="examples:\n" + "\n".join("  " + ln for ln in examples.strip().splitlines()))
 
 
-def _finish(parser: argparse.ArgumentParser) -> None:
-    """Give every (sub)command the help formatter and the logging options, recursively.
+#: Examples of the commands that other modules register, shown at the end of their --help.
+EXAMPLES: dict[tuple[str, ...], str] = {
+    ("show",): "mirflow show cat/ 3f2a9c\nmirflow show cat/ ~/music/song.flac --json",
+    ("info",): "mirflow info cat/\nmirflow info cat/ --json",
+    ("report",): "mirflow report cat/\nmirflow report cat/ --out catalog-report.html --top 30",
+    ("classify",): "mirflow classify train cat/ --labels labels.csv --target genre --model genre.clf.zip\n"
+                   "mirflow classify predict cat/ --model genre.clf.zip\nmirflow classify show genre.clf.zip",
+    ("classify", "train"): "mirflow classify train cat/ --labels labels.csv --target genre --model genre.clf.zip\n"
+                           "mirflow classify train cat/ --labels moods.parquet --target mood "
+                           "--features musicnn-msd,onset_rate_per_s --model mood.clf.zip",
+    ("classify", "predict"): "mirflow classify predict cat/ --model genre.clf.zip\n"
+                             "mirflow classify predict cat/ --model genre.clf.zip --scheduler tcp://10.0.0.5:8786",
+    ("classify", "show"): "mirflow classify show genre.clf.zip",
+    ("index",): "mirflow index build cat/\nmirflow index build cat/ --embedding descriptor --kind ivfpq\n"
+                "mirflow index update cat/\nmirflow index status cat/",
+    ("index", "build"): "mirflow index build cat/\nmirflow index build cat/ --embedding descriptor --kind exact",
+    ("index", "update"): "mirflow index update cat/ --embedding musicnn-msd",
+    ("index", "status"): "mirflow index status cat/",
+    ("similar",): "mirflow similar cat/ --track 3f2a9c0d5e6f7a8b9c0d1e2f3a4b5c6d -k 20\n"
+                  "mirflow similar cat/ --path ~/music/song.flac --mix\n"
+                  "mirflow similar cat/ --audio new_demo.wav --where \"tempo_bpm between 120 and 128\" --format json",
+    ("duplicates",): "mirflow duplicates cat/\nmirflow duplicates cat/ --format csv > duplicates.csv",
+    ("export",): "mirflow export jams cat/ --out jams/\n"
+                 "mirflow export csv cat/ --query \"select path, tempo_bpm, key from tracks\" --out tracks.csv\n"
+                 "mirflow export recsys cat/ --out recsys/ --k 50",
+    ("export", "jams"): "mirflow export jams cat/ --out jams/\n"
+                        "mirflow export jams cat/ --out jams/ --query \"select track_id from tracks where meter = 3\"",
+    ("export", "csv"): "mirflow export csv cat/ --query \"select path, tempo_bpm, key from tracks\" --out tracks.csv",
+    ("export", "parquet"): "mirflow export parquet cat/ --query \"select * from beats\" --out beats.parquet",
+    ("export", "recsys"): "mirflow export recsys cat/ --out recsys/\n"
+                          "mirflow export recsys cat/ --out recsys/ --embedding descriptor --k 100",
+    ("serve",): "mirflow serve cat/\nmirflow serve cat/ --port 8080 --max-upload-mb 20\n"
+                "curl 'http://127.0.0.1:8000/tracks?camelot=8A&tempo_min=120&tempo_max=130'",
+}
+
+
+def _finish(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> None:
+    """Give every (sub)command the help formatter, a description, examples and the logging options.
 
     The logging options are accepted after the command too (``mirflow analyze
     … -v``), where people type them; they default to SUPPRESS there so that
@@ -336,10 +372,16 @@ def _finish(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = _HelpFormatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                path = (*prefix, name)
+                if not child.description and helps.get(name):
+                    child.description = helps[name][0].upper() + helps[name][1:] + "."
+                if not child.epilog and path in EXAMPLES:
+                    child.epilog = "examples:\n" + "\n".join("  " + ln for ln in EXAMPLES[path].splitlines())
                 if "-q" not in child._option_string_actions:
                     _logging_options(child, default=argparse.SUPPRESS)
-                _finish(child)
+                _finish(child, path)
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, default) -> None:
