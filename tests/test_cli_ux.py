@@ -117,7 +117,7 @@ def test_sql_error_is_one_line(tmp_path, good_audio):
     out = _run("query", str(tmp_path / "cat"), "select nope from tracks")
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mirflow: error: SQL:"), out.stderr
+    assert len(lines) == 1 and lines[0].startswith("mirflow: error: SQL error:"), out.stderr
 
 
 def test_models_install_does_not_tell_you_to_run_itself():

@@ -147,7 +147,7 @@ def test_query_is_read_only(tmp_path, good_audio):
         "install httpfs": "statement",
         "set enable_external_access = true": "SET statement",
         "select * from read_csv('/etc/passwd')": "Permission Error",
-        "select nope": "SQL:",
+        "select nope": "SQL error:",
     }
     for sql, words in refused.items():
         out = _mirflow("query", str(catalog), sql)

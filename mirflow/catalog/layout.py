@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -147,25 +148,44 @@ class Catalog:
 
     def parts(self, table: str, partition: str | None = None) -> list[Path]:
         """Every part file of ``table`` (or of one partition), sorted, so reads are deterministic."""
-        d = self.table_dir(table) if partition is None else self.table_dir(table) / partition
-        if not d.is_dir():
-            return []
-        return sorted(p for p in d.rglob("*.parquet") if not p.name.startswith("."))
+        return sorted(p.path for p in self.loose_parts(table, partition))
 
-    def readable_parts(self, table: str, partition: str | None = None) -> list[Path]:
-        """The parts of ``table`` that are whole Parquet files; damaged ones are logged and left out.
+    def loose_parts(self, table: str, partition: str | None = None, *, with_stat: bool = False) -> list[LoosePart]:
+        """The per-track / per-path part files on disk (not the compacted generations), unsorted.
 
-        A truncated or junk part (a disk that filled up, a copy cut short)
-        must not make every query of the table fail: readers skip it, and
-        the next ``analyze`` quarantines it and analyzes its track again.
+        Walks only the two-character shard folders (and partition folders),
+        never ``_compacted/``: after a compaction this is a listing of a few
+        hundred nearly empty folders.
         """
-        parts = self.parts(table, partition)
-        good = [p for p in parts if part_is_intact(p)]
-        if len(good) < len(parts):
-            bad = sorted(set(parts) - set(good))
-            log.warning("%s: %d damaged part(s) left out (the next `mirflow analyze` quarantines them): %s",
-                        table, len(bad), ", ".join(map(str, bad[:5])))
-        return good
+        base = self.table_dir(table)
+        if partition is not None:
+            roots = [(partition, base / partition)]
+        elif table_partitioned(table):
+            roots = [(name, base / name) for name in self.partitions(table)]
+        else:
+            roots = [(None, base)]
+        out: list[LoosePart] = []
+        for part, root in roots:
+            for shard in _subdirs(root):
+                try:
+                    entries = list(os.scandir(shard))
+                except FileNotFoundError:
+                    continue
+                for e in entries:
+                    name = e.name
+                    if name.startswith(".") or not name.endswith(".parquet"):
+                        continue
+                    st = None
+                    if with_stat:
+                        try:
+                            st = e.stat()
+                        except FileNotFoundError:  # deleted by a compaction since the listing
+                            continue
+                    rel = f"{part}/{Path(shard).name}/{name}" if part is not None else f"{Path(shard).name}/{name}"
+                    out.append(LoosePart(Path(e.path), name[:-len(".parquet")], part, rel,
+                                         st.st_size if st else -1, st.st_mtime_ns if st else -1,
+                                         st.st_ino if st else -1))
+        return out
 
     def quarantine_damaged(self) -> list[Path]:
         """Move damaged parts to ``_quarantine/`` and forget their tracks, so this run analyzes them again.
@@ -198,7 +218,11 @@ class Catalog:
         d = self.table_dir(table)
         if table_schema(table).partition_by is None or not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_dir())
+        names = {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+        record = self.compaction_record(table)
+        if record is not None:
+            names.update(f["partition"] for f in record["files"] if f.get("partition") is not None)
+        return sorted(names)
 
     # ----------------------------------------------------------------- writes
     def write_part(self, table: str, key: str, data: pa.Table, partition: str | None = None) -> Path:
@@ -232,7 +256,20 @@ class Catalog:
         return path
 
     def remove_part(self, table: str, key: str, partition: str | None = None) -> bool:
+        """Remove the rows of ``key`` from ``table``.
+
+        Once the table has compacted generations (``TABLE/_compacted/``), the
+        key's rows may live in a compacted file that cannot be edited in
+        place: the part is then replaced by a *tombstone*, a zero-row part,
+        which hides the compacted rows of the key (a loose part always wins)
+        and is folded away by the next compaction. Returns whether a part
+        was there (or a tombstone was written).
+        """
         path = self.part_path(table, key, partition)
+        if (self.table_dir(table) / COMPACTED).is_dir() and (
+                _compaction_running(self.root) or self._compacted_has(table, key, partition)):
+            self.write_part(table, key, tombstone_table(table), partition=partition)
+            return True
         try:
             path.unlink()
             return True
@@ -263,31 +300,149 @@ class Catalog:
         return n
 
     # ----------------------------------------------------------------- reads
+    def compaction_record(self, table: str) -> dict[str, Any] | None:
+        """The committed compaction of ``table`` (``TABLE/_compacted/CURRENT.json``), or ``None``."""
+        path = self.table_dir(table) / COMPACTED / CURRENT
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:  # written by tmp + rename: never half a record
+            raise CatalogError(f"unreadable compaction record {path}: {exc}") from None
+
+    def snapshot(self, table: str, partition: str | None = None) -> TableSnapshot:
+        """What a reader of ``table`` must read now: compacted files, live loose parts, hidden keys.
+
+        A loose part is *live* unless the committed compaction folded it
+        (same relative path, size, mtime and inode as recorded): a part
+        written or rewritten after the compaction listed it is live, and
+        the compacted rows of its key are hidden (the loose part wins; a
+        zero-row tombstone part hides them and adds nothing). The record is
+        read before and after the listing and the whole is retried when a
+        compaction committed in between, so the answer is one consistent
+        moment: every row exactly once.
+        """
+        for _ in range(20):
+            record = self.compaction_record(table)
+            folded: dict[str, tuple[int, int, int]] = {}
+            need_stat = record is not None and not record.get("cleaned")
+            if need_stat:
+                folded = _read_folded(self.table_dir(table) / COMPACTED / record["folded"])
+            loose = self.loose_parts(table, partition, with_stat=need_stat)
+            again = self.compaction_record(table)
+            if (again or {}).get("generation") != (record or {}).get("generation"):
+                continue
+            live = [p for p in loose if folded.get(p.rel) != (p.size, p.mtime_ns, p.inode)] if need_stat else loose
+            compacted: list[tuple[str | None, Path]] = []
+            if record is not None:
+                gen_dir = self.table_dir(table) / COMPACTED
+                compacted = [(f.get("partition"), gen_dir / f["path"]) for f in record["files"]
+                             if partition is None or f.get("partition") == partition]
+            live.sort(key=lambda p: p.path)
+            return TableSnapshot(table, (record or {}).get("generation"), compacted, live, partition)
+        raise CatalogError(f"{table}: compactions kept committing while the table was listed; try again")
+
+    def _compacted_has(self, table: str, key: str, partition: str | None) -> bool:
+        """Whether the committed generation holds rows of ``key`` (row-group statistics prune the read)."""
+        record = self.compaction_record(table)
+        if record is None:
+            return False
+        for f in record["files"]:
+            if f.get("partition") != partition:
+                continue
+            lo, hi = f.get("lo"), f.get("hi")
+            if (lo is not None and key < lo) or (hi is not None and key >= hi):
+                continue
+            path = self.table_dir(table) / COMPACTED / f["path"]
+            try:
+                hit = pq.read_table(path, columns=[KEY_COLUMN], filters=[(KEY_COLUMN, "==", key)])
+            except FileNotFoundError:  # superseded meanwhile: ask the new record
+                return self._compacted_has(table, key, partition)
+            if hit.num_rows:
+                return True
+        return False
+
+    def readable_parts(self, table: str, partition: str | None = None) -> list[Path]:
+        """The live loose parts of ``table`` that are whole Parquet files; damaged ones are logged and left out.
+
+        A truncated or junk part (a disk that filled up, a copy cut short)
+        must not make every query of the table fail: readers skip it, and
+        the next ``analyze`` quarantines it and analyzes its track again.
+        Compacted rows are not here: read them through :meth:`snapshot` or
+        :meth:`read_table`.
+        """
+        return _intact(table, [p.path for p in self.snapshot(table, partition).loose])
+
     def read_table(self, table: str, columns: list[str] | None = None,
-                   partition: str | None = None) -> pa.Table:
-        """Read a whole table (or one partition) with its canonical schema."""
+                   partition: str | None = None, *, with_versions: bool = False) -> pa.Table:
+        """Read a whole table (or one partition) with its canonical schema: compacted rows plus live parts.
+
+        With ``with_versions``, a ``_pipeline_version`` column says which
+        pipeline wrote each row of a long table (null when unknown: rows
+        written before versions were recorded).
+        """
+        for attempt in range(5):
+            try:
+                return self._read_snapshot(self.snapshot(table, partition), columns, with_versions)
+            except FileNotFoundError:
+                # A compaction deleted what this snapshot listed: take a new one.
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read_snapshot(self, snap: TableSnapshot, columns: list[str] | None, with_versions: bool) -> pa.Table:
+        import pyarrow.compute as pc
+
         from mirflow.catalog.schema import table_schema
 
+        table = snap.table
         spec = table_schema(table)
-        files = self.readable_parts(table, partition)
-        if not files:
-            empty = spec.empty_table()
-            return empty.select(columns) if columns else empty
+        wanted = list(columns or spec.names)
         canonical = spec.arrow(sizes=spec.sizes_of({}))
+        hidden_cols = [VERSION_COLUMN] if with_versions else []
         tables = []
-        for f in files:
-            try:
-                part = pq.ParquetFile(f).read()
-            except (OSError, pa.ArrowException) as exc:  # damaged inside despite whole ends
-                log.warning("%s: unreadable part %s left out: %s", table, f, exc)
-                continue
+
+        def fill(part: pa.Table, version: str | None = None) -> pa.Table:
             # Parts written before a column was added to the schema lack it:
             # add it as nulls, so one read serves catalogs of any age.
-            for name in columns or spec.names:
+            for name in wanted:
                 if name not in part.column_names:
                     part = part.append_column(name, pa.nulls(part.num_rows, canonical.field(name).type))
-            tables.append(part.select(columns) if columns else part)
-        if spec.partition_by is not None and partition is None:
+            if with_versions and VERSION_COLUMN not in part.column_names:
+                part = part.append_column(VERSION_COLUMN, pa.array([version] * part.num_rows, pa.string()))
+            return part.select(wanted + hidden_cols)
+
+        hidden = snap.hidden_keys()
+        for part_name, f in snap.compacted:
+            present = pq.read_schema(f).names
+            read_cols = [c for c in [*wanted, KEY_COLUMN, VERSION_COLUMN] if c in present]
+            data = pq.read_table(f, columns=read_cols)
+            keys = hidden.get(part_name)
+            if keys:
+                data = data.filter(pc.invert(pc.is_in(data.column(KEY_COLUMN), value_set=pa.array(sorted(keys)))))
+            if data.num_rows:
+                tables.append(fill(data))
+        for p in snap.loose:
+            if not part_is_intact(p.path):
+                log.warning("%s: damaged part left out (the next `mirflow analyze` quarantines it): %s", table, p.path)
+                continue
+            try:
+                part = pq.ParquetFile(p.path).read()
+            except FileNotFoundError:
+                raise
+            except (OSError, pa.ArrowException) as exc:  # damaged inside despite whole ends
+                log.warning("%s: unreadable part %s left out: %s", table, p.path, exc)
+                continue
+            if part.num_rows == 0:  # a tombstone (or an empty part): hides, adds nothing
+                continue
+            version = (part.schema.metadata or {}).get(VERSION_META)
+            tables.append(fill(part, version.decode() if version else None))
+        if not tables:
+            empty = spec.empty_table()
+            if with_versions:
+                empty = empty.append_column(VERSION_COLUMN, pa.array([], pa.string()))
+            return empty.select(wanted + hidden_cols)
+        if spec.partition_by is not None and (snap.partition is None):
             # Partitions differ in the size of their T[] columns (one embedding
             # dimension per model): across partitions they are variable lists.
             tables = [_unsize(t, spec) for t in tables]
@@ -371,6 +526,107 @@ class Catalog:
         self._write_manifest(manifest)
 
 
+#: Folder of a table's compacted generations, and the committed record in it.
+COMPACTED = "_compacted"
+CURRENT = "CURRENT.json"
+#: Hidden columns of compacted files: the part key a row came from, and the
+#: pipeline fingerprint that wrote it (long tables).
+KEY_COLUMN = "_part_key"
+VERSION_COLUMN = "_pipeline_version"
+#: Schema metadata of a loose long-table part: the pipeline fingerprint that wrote it.
+VERSION_META = b"mirflow.pipeline_version"
+TOMBSTONE_META = b"mirflow.tombstone"
+
+
+class LoosePart(NamedTuple):
+    """One part file in a shard folder (``size``/``mtime_ns``/``inode`` are -1 when not stat-ed)."""
+
+    path: Path
+    key: str
+    partition: str | None
+    rel: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+class TableSnapshot(NamedTuple):
+    """A consistent view of one table: compacted files and the live loose parts that override them."""
+
+    table: str
+    generation: str | None
+    #: ``(partition, file)`` of the committed generation.
+    compacted: list[tuple[str | None, Path]]
+    #: Loose parts not folded into that generation (new, rewritten, tombstones, damaged).
+    loose: list[LoosePart]
+    partition: str | None = None
+
+    def hidden_keys(self) -> dict[str | None, set[str]]:
+        """Per partition, the keys whose compacted rows are hidden by a live loose part."""
+        out: dict[str | None, set[str]] = {}
+        for p in self.loose:
+            out.setdefault(p.partition, set()).add(p.key)
+        return out
+
+
+def table_partitioned(table: str) -> bool:
+    from mirflow.catalog.schema import table_schema
+
+    return table_schema(table).partition_by is not None
+
+
+def tombstone_table(table: str) -> pa.Table:
+    """A zero-row part that hides the compacted rows of its key."""
+    from mirflow.catalog.schema import table_schema
+
+    empty = table_schema(table).empty_table()
+    meta = {k: v for k, v in (empty.schema.metadata or {}).items() if not k.startswith(b"mirflow.size.")}
+    meta[TOMBSTONE_META] = b"1"
+    return empty.replace_schema_metadata(meta)
+
+
+def _subdirs(root: Path) -> list[str]:
+    """Shard folders of a table or partition folder (never ``_compacted`` or hidden ones)."""
+    try:
+        return [e.path for e in os.scandir(root)
+                if not e.name.startswith(("_", ".")) and e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _compaction_running(root: Path) -> bool:
+    """Whether a compaction holds ``CATALOG/.compact.lock`` right now."""
+    import fcntl
+
+    try:
+        fd = os.open(root / ".compact.lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def _read_folded(path: Path) -> dict[str, tuple[int, int, int]]:
+    """``relative part path -> (size, mtime_ns, inode)`` of the parts a generation folded."""
+    data = pq.read_table(path).to_pydict()
+    return {rel: (size, mtime, ino) for rel, size, mtime, ino in zip(
+        data["rel"], data["size"], data["mtime_ns"], data["inode"], strict=True)}
+
+
+def _intact(table: str, paths: list[Path]) -> list[Path]:
+    good = [p for p in paths if part_is_intact(p)]
+    if len(good) < len(paths):
+        bad = sorted(set(paths) - set(good))
+        log.warning("%s: %d damaged part(s) left out (the next `mirflow analyze` quarantines them): %s",
+                    table, len(bad), ", ".join(map(str, bad[:5])))
+    return good
+
+
 def _unsize(table: pa.Table, spec) -> pa.Table:
     for i, name in enumerate(table.column_names):
         if name in spec.names and spec.column(name).sized_per_file:
@@ -419,6 +675,25 @@ def _raise_if_full(exc: OSError, root: Path) -> None:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise CatalogFullError(f"the catalog's disk is full ({root}): free some space and run the same command "
                                "again to resume") from None
+
+
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing an empty folder or a previous one there.
+
+    The caller checks first that ``out`` may be replaced (mirflow never
+    overwrites a folder it did not write); the old content is moved aside
+    before the new one is renamed in, then deleted.
+    """
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
+            os.rename(out, old)
+        else:
+            out.rmdir()
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

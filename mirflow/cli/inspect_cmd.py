@@ -13,15 +13,7 @@ import json
 import shutil
 import sys
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from mirflow.cli._args import positive_int
 
 
 def _width(requested: int | None) -> int:
@@ -104,11 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("track", help="track id, a prefix of one (at least 6 hex digits), or the path of an analyzed "
                                  "file (absolute or relative)")
     s.add_argument("--json", action="store_true", help="print the whole record as JSON instead")
-    s.add_argument("--width", type=_positive, default=None,
+    s.add_argument("--width", type=positive_int, default=None,
                    help="line width (default: the terminal's, between 80 and 120)")
-    s.add_argument("--timeline-lines", type=_positive, default=20,
+    s.add_argument("--timeline-lines", type=positive_int, default=20,
                    help="most lines of the timeline; longer tracks put several bars on a line (default %(default)s)")
-    s.add_argument("--tags", type=_positive, default=5, help="tags shown per tagging model (default %(default)s)")
+    s.add_argument("--tags", type=positive_int, default=5, help="tags shown per tagging model (default %(default)s)")
     s.set_defaults(func=cmd_show)
 
     i = sub.add_parser("info", help="tables with row counts and schema versions, partitions, runs, size on disk",
@@ -142,7 +134,7 @@ def add_export_commands(export_sub: argparse._SubParsersAction) -> None:
     j.add_argument("--query", default=None,
                    help="DuckDB SQL returning a track_id column: export only those tracks (default: every track)")
     j.add_argument("--force", action="store_true", help="replace a previous JAMS export in --out")
-    j.add_argument("--workers", type=_positive, default=1,
+    j.add_argument("--workers", type=positive_int, default=1,
                    help="processes writing JAMS files in parallel; 1 writes in this process (default %(default)s)")
     j.add_argument("--no-progress", action="store_true", help="no progress bar")
     j.set_defaults(func=cmd_export_jams)

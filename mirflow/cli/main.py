@@ -162,7 +162,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         df = rel.df() if rel is not None else None
     except duckdb.Error as exc:
         # One line: DuckDB's message says what and where; its traceback says nothing more.
-        raise ConfigError(f"SQL: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"SQL error: {' '.join(str(exc).split())}") from None
     if rel is None:
         return 0
     if args.output:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from mirflow.cli._args import positive_int
 from mirflow.errors import ConfigError
 
 
@@ -16,16 +17,6 @@ def _ber(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"a bit-error rate is between 0 and 1, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -99,14 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("catalog", help="analyzed catalog folder")
     r.add_argument("--out", required=True,
                    help="export folder: created, or replaced if empty or a previous export (anything else is refused)")
-    r.add_argument("--k", type=_positive, default=50, help="neighbours per track (default %(default)s)")
+    r.add_argument("--k", type=positive_int, default=50, help="neighbours per track (default %(default)s)")
     r.add_argument("--embedding", default=None,
                    help="embedding model to use (default: musicnn-msd if the catalog has it, else descriptor)")
     r.add_argument("--threshold", type=_ber, default=DEFAULT_THRESHOLD,
                    help="bit-error rate of the duplicate grouping (default %(default)s)")
-    r.add_argument("--block-size", type=_positive, default=None,
+    r.add_argument("--block-size", type=positive_int, default=None,
                    help="tracks per kNN block (default: what fits about 256 MB per task)")
-    r.add_argument("--workers", type=_positive, default=2, help="worker processes of the local Dask cluster (default %(default)s)")
+    r.add_argument("--workers", type=positive_int, default=2, help="worker processes of the local Dask cluster (default %(default)s)")
     r.add_argument("--scheduler", default=None,
                    help="address of an existing dask.distributed scheduler (--out must be visible to its workers); "
                         "default: a local cluster")

@@ -9,17 +9,27 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 import duckdb
 import pyarrow as pa
 
-from mirflow.catalog.layout import PATH_TABLES, Catalog
+from mirflow.catalog.layout import (
+    KEY_COLUMN,
+    PATH_TABLES,
+    VERSION_COLUMN,
+    VERSION_META,
+    Catalog,
+    part_is_intact,
+)
 from mirflow.catalog.schema import load_schemas, table_schema
 from mirflow.errors import CatalogError, ConfigError
 
 __all__ = ["check_read_only", "connect", "lock_down", "read_table", "to_dask"]
+
+log = logging.getLogger(__name__)
 
 
 def _catalog(catalog: str | os.PathLike[str] | Catalog) -> Catalog:
@@ -60,22 +70,20 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
     for name in sorted(schemas, key=lambda n: n != "tracks"):
         spec = schemas[name]
         if spec.partition_by is None:
-            files = cat.readable_parts(name)
-            if files:
-                source = _register(con, name, files, spec.arrow(sizes=spec.sizes_of({})))
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS {_select(name, source)}")
+            sql = _source_sql(con, cat, name, None, name)
+            if sql is not None:
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS {_select(name, sql)}")
             else:
                 _empty_view(con, name)
             continue
         selects = []
         for part in cat.partitions(name):
-            files = cat.readable_parts(name, part)
-            if not files:
-                continue
             view = f"{name}_{_ident(part)}"
-            source = _register(con, view, files, _partition_schema(spec, files[0]))
-            con.execute(f"CREATE OR REPLACE VIEW {view} AS {_select(name, source)}")
-            cols = ", ".join(f"{c.name}::FLOAT[] AS {c.name}" if c.sized_per_file else c.name
+            sql = _source_sql(con, cat, name, part, view)
+            if sql is None:
+                continue
+            con.execute(f"CREATE OR REPLACE VIEW {view} AS {_select(name, sql)}")
+            cols = ", ".join(f"{_q(c.name)}::FLOAT[] AS {_q(c.name)}" if c.sized_per_file else _q(c.name)
                              for c in spec.columns)
             selects.append(f"SELECT {cols} FROM {view}")
         if selects:
@@ -108,37 +116,106 @@ def check_read_only(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise ConfigError(f"SQL: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"SQL error: {' '.join(str(exc).split())}") from None
     for statement in statements:
         kind = statement.type.name
         if kind not in READ_STATEMENTS:
-            raise ConfigError(f"SQL: only queries are allowed on a catalog (got a {kind} statement); "
+            raise ConfigError(f"SQL error: only queries are allowed on a catalog (got a {kind} statement); "
                               "use `mirflow export csv|parquet` to write results")
 
 
-def _register(con: duckdb.DuckDBPyConnection, name: str, files: list, schema: pa.Schema) -> str:
-    """Register the parts as one Arrow dataset (explicit files, schema-aligned); returns its name."""
-    import pyarrow.dataset as ds
-
-    source = f"_parts_{_ident(name)}"
-    con.register(source, ds.dataset([str(f) for f in files], schema=schema, format="parquet"))
-    return source
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
-def _select(table: str, source: str) -> str:
-    if not _per_track(table):
-        return f"SELECT * FROM {source}"
-    return f"SELECT * FROM {source} WHERE track_id IN (SELECT track_id FROM tracks)"
+def _footers(paths: list) -> dict:
+    """``path -> (num_rows, schema metadata)`` of whole parts (damaged ones are absent), read in threads."""
+    from concurrent.futures import ThreadPoolExecutor
 
-
-def _partition_schema(spec, first_part) -> pa.Schema:
-    """The canonical schema with the sizes of the ``T[]`` columns this partition's parts declare."""
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(first_part).metadata or {}
-    sizes = {c.name: int(meta.get(f"mirflow.size.{c.name}".encode(), b"1")) for c in spec.columns
-             if c.sized_per_file}
-    return spec.arrow(sizes=sizes)
+    def one(path):
+        if not part_is_intact(path):
+            return path, None
+        try:
+            md = pq.read_metadata(path)
+        except (OSError, pa.ArrowException):
+            return path, None
+        return path, (md.num_rows, md.schema.to_arrow_schema().metadata or {})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return {p: f for p, f in pool.map(one, paths) if f is not None}
+
+
+def _source_sql(con: duckdb.DuckDBPyConnection, cat: Catalog, table: str, partition: str | None,
+                view: str) -> str | None:
+    """Register one table's (or partition's) compacted files and live parts; SQL of their rows.
+
+    The SQL yields the schema's columns plus ``_pv``, the pipeline
+    fingerprint that wrote the row (null when unknown). Compacted rows of a
+    key with a live loose part are left out: the loose part wins.
+    """
+    import pyarrow.dataset as ds
+
+    spec = table_schema(table)
+    snap = cat.snapshot(table, partition)
+    footers = _footers([p.path for p in snap.loose])
+    bad = [p.path for p in snap.loose if p.path not in footers]
+    if bad:
+        log.warning("%s: %d damaged part(s) left out (the next `mirflow analyze` quarantines them): %s",
+                    table, len(bad), ", ".join(map(str, bad[:5])))
+    data_parts = [p for p in snap.loose if p.path in footers and footers[p.path][0] > 0]
+    if not snap.compacted and not data_parts:
+        return None
+    sizes = spec.sizes_of({})
+    if spec.partition_by is not None:
+        metas = [footers[p.path][1] for p in data_parts]
+        if snap.compacted:
+            import pyarrow.parquet as pq
+
+            metas.insert(0, pq.read_schema(snap.compacted[0][1]).metadata or {})
+        meta = metas[0] if metas else {}
+        sizes = {c.name: int(meta.get(f"mirflow.size.{c.name}".encode(), b"1")) for c in spec.columns
+                 if c.sized_per_file}
+    schema = spec.arrow(sizes=sizes)
+    cols = ", ".join(_q(n) for n in spec.names)
+    selects = []
+    ident = _ident(view)
+    if snap.compacted:
+        full = pa.schema([*schema, pa.field(KEY_COLUMN, pa.string()), pa.field(VERSION_COLUMN, pa.string())])
+        con.register(f"_compacted_{ident}", ds.dataset([str(f) for _, f in snap.compacted], schema=full,
+                                                       format="parquet"))
+        hidden = sorted(snap.hidden_keys().get(partition, set()))
+        where = ""
+        if hidden:
+            con.register(f"_hidden_{ident}", pa.table({"k": pa.array(hidden, pa.string())}))
+            where = f" WHERE {KEY_COLUMN} NOT IN (SELECT k FROM _hidden_{ident})"
+        selects.append(f"SELECT {cols}, {VERSION_COLUMN} AS _pv FROM _compacted_{ident}{where}")
+    if data_parts:
+        con.register(f"_parts_{ident}", ds.dataset([str(p.path) for p in data_parts], schema=schema,
+                                                   format="parquet"))
+        versions = {p.key: footers[p.path][1].get(VERSION_META) for p in data_parts}
+        versions = {k: v.decode() for k, v in versions.items() if v}
+        if versions and "track_id" in spec.names:
+            con.register(f"_versions_{ident}", pa.table({"k": pa.array(list(versions), pa.string()),
+                                                         "v": pa.array(list(versions.values()), pa.string())}))
+            lcols = ", ".join(f"l.{_q(n)}" for n in spec.names)
+            selects.append(f"SELECT {lcols}, v.v AS _pv FROM _parts_{ident} l "
+                           f"LEFT JOIN _versions_{ident} v ON l.track_id = v.k")
+        else:
+            selects.append(f"SELECT {cols}, NULL::VARCHAR AS _pv FROM _parts_{ident}")
+    return " UNION ALL ".join(selects)
+
+
+def _select(table: str, source_sql: str) -> str:
+    cols = ", ".join(f"s.{_q(n)}" for n in table_schema(table).names)
+    if not _per_track(table):
+        return f"SELECT {cols} FROM ({source_sql}) s"
+    # A long-table row is served only for a committed track, and only if the
+    # track's current analysis wrote it: rows an extractor left under another
+    # pipeline fingerprint (dropped from the pipeline, other parameters) are not.
+    return (f"SELECT {cols} FROM ({source_sql}) s SEMI JOIN tracks t ON s.track_id = t.track_id "
+            "AND (s._pv IS NULL OR s._pv = t.pipeline_version)")
 
 
 def _empty_view(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -147,15 +224,27 @@ def _empty_view(con: duckdb.DuckDBPyConnection, name: str) -> None:
 
 
 def read_table(catalog: str | os.PathLike[str] | Catalog, table: str, *, partition: str | None = None):
-    """A catalog table as a pandas DataFrame (per-track tables: rows of committed tracks only)."""
+    """A catalog table as a pandas DataFrame (per-track tables: rows of committed tracks' current analysis only)."""
     cat = _catalog(catalog)
-    data = cat.read_table(table, partition=partition)
-    if _per_track(table) and data.num_rows:
-        import pyarrow.compute as pc
+    if not _per_track(table):
+        return cat.read_table(table, partition=partition).to_pandas()
+    data = cat.read_table(table, partition=partition, with_versions=True)
+    if data.num_rows:
+        data = data.filter(_current_mask(cat, data))
+    return data.drop_columns([VERSION_COLUMN]).to_pandas()
 
-        committed = cat.read_table("tracks", columns=["track_id"]).column("track_id")
-        data = data.filter(pc.is_in(data.column("track_id"), value_set=committed.combine_chunks()))
-    return data.to_pandas()
+
+def _current_mask(cat: Catalog, data: pa.Table):
+    """Rows of committed tracks whose pipeline fingerprint is the track's (or unknown)."""
+    import pyarrow.compute as pc
+
+    tracks = cat.read_table("tracks", columns=["track_id", "pipeline_version"])
+    ids = tracks.column("track_id").combine_chunks()
+    idx = pc.index_in(data.column("track_id"), value_set=ids)
+    current = pc.take(tracks.column("pipeline_version").combine_chunks(), idx)
+    versions = data.column(VERSION_COLUMN)
+    same = pc.fill_null(pc.equal(versions, current), False)
+    return pc.and_(pc.is_valid(idx), pc.or_(pc.is_null(versions), same))
 
 
 def _per_track(table: str) -> bool:
@@ -164,15 +253,62 @@ def _per_track(table: str) -> bool:
 
 
 def to_dask(catalog: str | os.PathLike[str] | Catalog, table: str, *, partition: str | None = None):
-    """A catalog table as a lazy Dask DataFrame (for catalogs larger than memory)."""
+    """A catalog table as a lazy Dask DataFrame (for catalogs larger than memory).
+
+    One Dask partition per compacted file (its hidden rows left out) and one
+    per batch of loose parts; per-track tables keep rows of committed tracks'
+    current analysis only.
+    """
     import dask.dataframe as dd
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     cat = _catalog(catalog)
-    files = [str(p) for p in cat.readable_parts(table, partition)]
-    if not files:
+    snap = cat.snapshot(table, partition)
+    loose = [p for p in snap.loose if part_is_intact(p.path)]
+    if not snap.compacted and not loose:
         raise CatalogError(f"catalog {cat.root} has no parts of table {table!r}")
-    ddf = dd.read_parquet(files)
+    spec = table_schema(table)
+    hidden = {k: pa.array(sorted(v), pa.string()) for k, v in snap.hidden_keys().items()}
+    current = None
     if _per_track(table):
-        committed = cat.read_table("tracks", columns=["track_id"]).column("track_id").to_pylist()
-        ddf = ddf[ddf["track_id"].isin(committed)]
-    return ddf
+        tr = cat.read_table("tracks", columns=["track_id", "pipeline_version"])
+        current = (tr.column("track_id").combine_chunks(), tr.column("pipeline_version").combine_chunks())
+    pieces = [("compacted", part, [str(f)]) for part, f in snap.compacted]
+    pieces += [("loose", None, [str(p.path) for p in loose[i:i + 512]]) for i in range(0, len(loose), 512)]
+
+    def load(piece):
+        kind, part, files = piece
+        tables = []
+        for f in files:
+            t = pq.read_table(f)
+            if t.num_rows == 0:
+                continue
+            if kind == "compacted":
+                if part in hidden:
+                    t = t.filter(pc.invert(pc.is_in(t.column(KEY_COLUMN), value_set=hidden[part])))
+            else:
+                version = (t.schema.metadata or {}).get(VERSION_META)
+                t = t.append_column(VERSION_COLUMN, pa.array([version.decode() if version else None] * t.num_rows,
+                                                             pa.string()))
+            if spec.partition_by is not None and partition is None:
+                from mirflow.catalog.layout import _unsize
+
+                t = _unsize(t, spec)
+            names = [n for n in spec.names if n in t.column_names]
+            tables.append(t.select([*names, VERSION_COLUMN]))
+        if not tables:
+            return _empty_frame(spec)
+        t = pa.concat_tables(tables, promote_options="default")
+        if current is not None:
+            ids, versions = current
+            idx = pc.index_in(t.column("track_id"), value_set=ids)
+            same = pc.fill_null(pc.equal(t.column(VERSION_COLUMN), pc.take(versions, idx)), False)
+            t = t.filter(pc.and_(pc.is_valid(idx), pc.or_(pc.is_null(t.column(VERSION_COLUMN)), same)))
+        return t.drop_columns([VERSION_COLUMN]).to_pandas()
+
+    return dd.from_map(load, pieces)
+
+
+def _empty_frame(spec):
+    return spec.empty_table().to_pandas()

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from mirflow._version import __version__
-from mirflow.catalog.layout import Catalog, path_from_columns
+from mirflow.catalog.layout import Catalog, path_from_columns, replace_folder
 from mirflow.errors import ConfigError
 from mirflow.query.inspect import _scan, open_catalog, read_track_part
 
@@ -360,16 +360,7 @@ def _check_jams_out(out: Path, *, force: bool) -> None:
 
 def _replace_dir(tmp: Path, out: Path, *, force: bool) -> None:
     _check_jams_out(out, force=force)  # again: something may have appeared while we worked
-    old = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(out, old)
-        else:
-            out.rmdir()
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, out)
 
 
 def _selected_tracks(cat: Catalog, query: str | None) -> list[str]:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from mirflow._version import __version__
-from mirflow.catalog.layout import Catalog
+from mirflow.catalog.layout import Catalog, replace_folder
 from mirflow.catalog.schema import table_schema
 from mirflow.errors import CatalogError, ConfigError
 from mirflow.query import connect
@@ -454,13 +454,4 @@ def _type_string(t) -> str:
 def _replace(tmp: Path, out: Path) -> None:
     """Move the finished export into place, replacing an empty folder or a previous export."""
     _check_out(out)  # again: something may have appeared while we worked
-    old = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(out, old)
-        else:
-            out.rmdir()
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, out)
