@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 
-from mirflow.cli._args import positive_int
+from mirflow.cli._args import CountBar, positive_int
 
 
 def _width(requested: int | None) -> int:
@@ -48,24 +47,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export_jams(args: argparse.Namespace) -> int:
     from mirflow.query.export import export_jams
 
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        def progress(done: int, total: int) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=total, desc="jams", unit="track", file=sys.stderr, dynamic_ncols=True)
-            bar.n = done
-            bar.refresh()
-    else:
-        progress = None
-    try:
+    with CountBar("jams", enabled=not (args.no_progress or getattr(args, "quiet", False))) as progress:
         summary = export_jams(args.catalog, out=args.out, query=args.query, force=args.force,
                               workers=args.workers, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"export:    {summary.out}")
     print(f"written:   {summary.written} JAMS files (each validated against the JAMS schema)")
     print(f"failed:    {len(summary.failed)} tracks whose JAMS did not validate (not written)")

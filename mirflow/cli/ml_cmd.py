@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from mirflow.cli._args import CountBar
+
 _FMT = argparse.RawDescriptionHelpFormatter  # main.py's formatter replaces it and adds the defaults
 
 _TRAIN_EXAMPLES = """examples:
@@ -122,26 +124,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mirflow.ml import load_classifier, predict
 
     clf = load_classifier(args.model)
-    bar = None
-    if not (args.no_progress or getattr(args, "quiet", False)):
-        from tqdm import tqdm
-
-        def progress(done: int, total: int) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=total, desc="predicting", unit="track", file=sys.stderr, dynamic_ncols=True)
-            bar.n = done
-            bar.refresh()
-    else:
-        progress = None
-    try:
+    with CountBar("predicting", enabled=not (args.no_progress or getattr(args, "quiet", False))) as progress:
         summary = predict(args.catalog, model=clf, force=args.force, scheduler=args.scheduler,
                           workers=args.workers, batch_size=args.batch_size, dashboard=args.dashboard,
                           progress=progress,
                           on_dashboard=lambda link: print(f"Dask dashboard: {link}", file=sys.stderr, flush=True))
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"classifier: {summary.model} (version {summary.model_version})")
     print(f"tracks:     {summary.tracks}   predicted: {summary.predicted}   "
           f"skipped (already predicted): {summary.skipped}   lacking features: {summary.missing_features}")
