@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from mirflow.cli._args import positive_int
 from mirflow.errors import CatalogError, ConfigError, MirflowError
 
 DEFAULT_EMBEDDING = "musicnn-msd"  # mirflow.index.DEFAULT_EMBEDDING (not imported: keeps `mirflow --help` light)
@@ -47,6 +48,9 @@ def _print_info(info) -> None:
     elif "nprobe" in p:
         print(f"search: nlist={p['nlist']} nprobe={p['nprobe']} k_factor={p['k_factor']}  "
               f"recall@10 {p['recall_at_10']:.3f} (calibrated on {p['calibration_queries']} queries)")
+    if p.get("target_reached") is False:
+        print(f"warning: recall@10 stays below {p['calibration_target']} at the largest search setting "
+              "tried: these vectors have little neighbourhood structure; consider --kind exact")
     print(f"index: {info.path}")
 
 
@@ -73,16 +77,6 @@ def cmd_index_status(args: argparse.Namespace) -> int:
         if r["stale"] or r.get("fallback"):
             print(f"{'':<16} {r['message'] if r['stale'] else r['fallback']}")
     return 1 if stale else 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
 
 
 def _track_of_path(catalog: str, path: str) -> str:
@@ -140,17 +134,13 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if len(given) != 1:
         raise ConfigError("give exactly one of --track, --path or --audio"
                           + (f" (got --{' and --'.join(given)})" if given else ""))
-    check_embedding(open_catalog(args.catalog), args.embedding)
-    notes = []
+    cat = open_catalog(args.catalog)
+    check_embedding(cat, args.embedding)
     try:
-        # on_stale="ignore" only keeps the warning out of the log: the CLI prints it itself.
-        index = load_index(args.catalog, embedding=args.embedding, on_stale="ignore")
-        if index.info.stale:
-            notes.append(f"mirflow: warning: {index.info.stale_reason}")
+        # A stale index is logged as a warning by load_index (with the command that fixes it).
+        index = load_index(args.catalog, embedding=args.embedding)
     except IndexNotFoundError:
-        index = None
-        notes.append(f"mirflow: note: no {args.embedding} index built; exact search over the catalog's "
-                     f"vectors (mirflow index build {args.catalog} --embedding {args.embedding})")
+        index = None  # similar() searches exactly over the catalog's vectors and logs so
     query: dict = {}
     if args.track:
         query["track_id"] = args.track
@@ -158,8 +148,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
         query["track_id"] = _track_of_path(args.catalog, args.path)
     else:
         analyzed = _analyze_audio(args.catalog, args.audio, args.embedding)
-        in_catalog = index is not None and analyzed["track_id"] in index
-        if in_catalog:
+        in_catalog = cat.part_path("embeddings", analyzed["track_id"], partition=args.embedding).exists()
+        if in_catalog or (index is not None and analyzed["track_id"] in index):
             # The same bytes are already in the catalog: query by that track, so it is left out.
             query["track_id"] = analyzed["track_id"]
         else:
@@ -170,8 +160,6 @@ def cmd_similar(args: argparse.Namespace) -> int:
                         index=index, **query)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    for note in notes:
-        print(note, file=sys.stderr)
     if args.format == "json":
         # Through pandas' JSON writer (NaN -> null), re-dumped without its escaped slashes.
         print(json.dumps(json.loads(table.to_json(orient="records")), indent=2, ensure_ascii=False))
@@ -202,14 +190,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--kind", default="hnsw", choices=KINDS,
                    help="hnsw: graph, fast and ≥ 0.95 recall@10; ivfpq: inverted lists + product "
                         "quantization, re-ranked exactly; exact: brute force")
-    b.add_argument("--threads", type=_positive_int, help="FAISS (OpenMP) threads (default: all cores)")
+    b.add_argument("--threads", type=positive_int, help="FAISS (OpenMP) threads (default: all cores)")
     b.set_defaults(func=cmd_index_build)
 
     u = ix_sub.add_parser("update", help="add the catalog's new tracks to the index (rebuilds only when "
                                          "indexed vectors changed)", formatter_class=fmt)
     u.add_argument("catalog", help="catalog folder")
     u.add_argument("--embedding", default=DEFAULT_EMBEDDING, help="embedding model")
-    u.add_argument("--threads", type=_positive_int, help="FAISS (OpenMP) threads (default: all cores)")
+    u.add_argument("--threads", type=positive_int, help="FAISS (OpenMP) threads (default: all cores)")
     u.set_defaults(func=cmd_index_update)
 
     st = ix_sub.add_parser("status", help="which embeddings are indexed, and whether each index is stale "
@@ -225,7 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--path", metavar="FILE", help="query by a file already in the catalog")
     s.add_argument("--audio", metavar="NEW_FILE",
                    help="query by a new audio file, analyzed now with the catalog's pipeline (≈30-60 s)")
-    s.add_argument("-k", type=_positive_int, default=10, help="number of neighbours")
+    s.add_argument("-k", type=positive_int, default=10, help="number of neighbours")
     s.add_argument("--where", metavar="SQL", help="SQL predicate over the tracks view, e.g. \"tempo_bpm > 120\"")
     s.add_argument("--mix", action="store_true",
                    help="harmonic mixing: tempo within ±6%% of the query's (or of its half/double) and a "
