@@ -201,3 +201,30 @@ def test_quiet_and_json_logs(tmp_path):
     out = _run("analyze", str(music), "--catalog", str(tmp_path / "cat"), "--pipeline", str(pipeline),
                "--workers", "1", "--no-dashboard", "-q")
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+
+
+@pytest.mark.slow
+def test_readme_notebook_example_runs(downstream_catalog, tmp_path):
+    """The README's five-line notebook example, on the generated catalog (drums as the target)."""
+    import shutil
+
+    import pandas as pd
+
+    catalog, labels = downstream_catalog
+    work = tmp_path / "nb"
+    shutil.copytree(catalog, work / "cat")
+    shutil.copy(labels, work / "labels.csv")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"five lines:\s*```python\n(.*?)```", text, re.S).group(1)
+    assert len(block.strip().splitlines()) == 5
+    track_id = pd.read_parquet(next((work / "cat" / "tracks").rglob("*.parquet")))["track_id"][0]
+    code = re.sub(r'track_id="[0-9a-f]{32}"', f'track_id="{track_id}"', block).replace('"genre"', '"drums"')
+    code = code.replace("similar(", "neighbours = similar(")
+    script = work / "nb.py"
+    script.write_text("if __name__ == '__main__':\n" + "".join("    " + ln + "\n" for ln in code.splitlines())
+                      + "    print(neighbours[['rank', 'track_id', 'score', 'key_relation']].to_string())\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=work)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert (work / "genre.clf.zip").exists()
+    assert list((work / "cat" / "predictions").rglob("*.parquet"))
+    assert "rank" in out.stdout and track_id not in out.stdout.split("rank", 1)[1]
