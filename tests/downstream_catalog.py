@@ -62,6 +62,9 @@ def build(root: Path, n: int = N_TRACKS) -> tuple[Path, Path]:
     summary, _ = analyze([audio], catalog, cluster=ClusterOptions(workers=2, dashboard=False))
     if summary.failed:
         raise RuntimeError(f"downstream test catalog: {summary.failed} tracks failed: {summary.failures}")
+    from accounting import assert_accounted
+
+    assert_accounted(catalog, [audio], summary)
     return catalog, labels
 
 

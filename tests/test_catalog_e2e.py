@@ -217,6 +217,7 @@ def test_embeddings_bit_identical_across_runs_and_worker_counts(tmp_path):
         summary, _ = analyze([tmp_path / "corpus"], catalog, pipeline=str(pipeline),
                              cluster=ClusterOptions(workers=workers, dashboard=False, worker_lifetime=None))
         assert summary.analyzed == 3 and summary.failed == 0
+        assert_accounted(catalog, [tmp_path / "corpus"], summary)
         con = duckdb.connect()
         rows = con.execute(
             f"select model, track_id, embedding from read_parquet('{catalog}/embeddings/**/*.parquet') "
