@@ -220,7 +220,6 @@ def test_bombs_and_streams_rejected_on_first_attempt_with_bounded_memory(tmp_pat
     assert errors["live_stereo.mka"]["message"].startswith("too long")
     assert all(e["error_type"] != "KilledWorker" for e in errors.values())
     assert summary.analyzed == 1 and summary.failed == 5
-    print(f"worker peak RSS with the bombs: {peak_kib / 1024:.0f} MiB")
     assert peak_kib < 1024 * 1024, f"worker peaked at {peak_kib / 1024:.0f} MiB"
     assert_accounted(catalog, [bombs], summary)
 

@@ -362,6 +362,48 @@ class Catalog:
                 return True
         return False
 
+    def rows_of(self, table: str, key: str, partition: str | None = None) -> pa.Table:
+        """The rows of one key (a track_id, or ``path_key(path)`` for path tables), wherever they live.
+
+        The loose part when there is one (also a tombstone: no rows), else
+        the key's rows in the committed generation (a point look-up pruned by
+        row-group statistics), in the schema the file has (no hidden columns).
+        """
+        for _ in range(5):
+            record = self.compaction_record(table)
+            part = self.part_path(table, key, partition)
+            folded = (_read_folded(self.table_dir(table) / COMPACTED / record["folded"])
+                      if record is not None and not record.get("cleaned") else {})
+            try:
+                st = part.stat()
+                rel = str(part.relative_to(self.table_dir(table)))
+                if folded.get(rel) != (st.st_size, st.st_mtime_ns, st.st_ino):
+                    return pq.read_table(part)
+            except FileNotFoundError:
+                pass
+            if record is None:
+                from mirflow.catalog.schema import table_schema
+
+                return table_schema(table).empty_table()
+            try:
+                hits = []
+                for f in record["files"]:
+                    lo, hi = f.get("lo"), f.get("hi")
+                    if f.get("partition") != partition or (lo is not None and key < lo) or \
+                            (hi is not None and key >= hi):
+                        continue
+                    t = pq.read_table(self.table_dir(table) / COMPACTED / f["path"],
+                                      filters=[(KEY_COLUMN, "==", key)])
+                    hits.append(t.drop_columns([c for c in (KEY_COLUMN, VERSION_COLUMN) if c in t.column_names]))
+            except FileNotFoundError:  # superseded by a newer generation meanwhile
+                continue
+            if hits:
+                return pa.concat_tables(hits)
+            from mirflow.catalog.schema import table_schema
+
+            return table_schema(table).empty_table()
+        raise CatalogError(f"{table}: compactions kept committing while {key} was looked up; try again")
+
     def readable_parts(self, table: str, partition: str | None = None) -> list[Path]:
         """The live loose parts of ``table`` that are whole Parquet files; damaged ones are logged and left out.
 
@@ -422,7 +464,21 @@ class Catalog:
                 data = data.filter(pc.invert(pc.is_in(data.column(KEY_COLUMN), value_set=pa.array(sorted(keys)))))
             if data.num_rows:
                 tables.append(fill(data))
-        for p in snap.loose:
+        loose = snap.loose
+        if len(loose) > 64 and not with_versions and spec.partition_by is None:
+            # Many parts (a catalog not compacted yet): one multi-threaded Arrow
+            # scan; a damaged part makes it fail, and then they are read one by one.
+            import pyarrow.dataset as ds
+
+            try:
+                bulk = ds.dataset([str(p.path) for p in loose], schema=canonical, format="parquet").to_table(
+                    columns=wanted)
+                if bulk.num_rows:
+                    tables.append(bulk)
+                loose = []
+            except (OSError, pa.ArrowException) as exc:
+                log.debug("%s: bulk read failed (%s); reading parts one by one", table, exc)
+        for p in loose:
             if not part_is_intact(p.path):
                 log.warning("%s: damaged part left out (the next `mirflow analyze` quarantines it): %s", table, p.path)
                 continue

@@ -328,6 +328,7 @@ def _command(sub: argparse._SubParsersAction, name: str, *, help: str, descripti
 
 #: Examples of the commands that other modules register, shown at the end of their --help.
 EXAMPLES: dict[tuple[str, ...], str] = {
+    ("compact",): "mirflow compact cat/\nmirflow compact cat/ --table tracks --wait",
     ("show",): "mirflow show cat/ 3f2a9c\nmirflow show cat/ ~/music/song.flac --json",
     ("info",): "mirflow info cat/\nmirflow info cat/ --json",
     ("report",): "mirflow report cat/\nmirflow report cat/ --out catalog-report.html --top 30",
@@ -520,9 +521,17 @@ mirflow synth corpus/ -n 20 --backend numpy --seed 3""")
 
     # The downstream layer's commands live beside their subpackages, one
     # module each, so that each registers its own subcommands.
-    from mirflow.cli import index_cmd, inspect_cmd, ml_cmd, recsys_cmd, report_cmd, serve_cmd
+    from mirflow.cli import (
+        compact_cmd,
+        index_cmd,
+        inspect_cmd,
+        ml_cmd,
+        recsys_cmd,
+        report_cmd,
+        serve_cmd,
+    )
 
-    for module in (inspect_cmd, report_cmd, ml_cmd, index_cmd, recsys_cmd, serve_cmd):
+    for module in (inspect_cmd, report_cmd, compact_cmd, ml_cmd, index_cmd, recsys_cmd, serve_cmd):
         module.register(sub)
     _finish(parser)
     return parser

@@ -388,6 +388,13 @@ def analyze(
     run = {"run_id": summary.run_id, "status": "finished", "finished_at": utcnow().isoformat(), **{
         k: v for k, v in summary.to_dict().items() if k not in ("failures", "catalog", "run_id")}}
     cat.record_run(run)
+    # Fold the run's per-track parts into large files once there are many
+    # (docs/scale.md); another compaction already running does it instead.
+    from mirflow.catalog.compact import maybe_compact
+
+    compacted = maybe_compact(cat)
+    if compacted is not None:
+        log.info("compacted the catalog: %s", compacted)
     return summary, plan
 
 

@@ -352,7 +352,8 @@ def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) ->
             # marker, so a kill between the two re-analyzes the track and
             # overwrites the long-table parts it had written.
             for table in pipeline.tables:
-                _write_long_table(catalog, table, job.track_id, tables.get(table, {}))
+                _write_long_table(catalog, table, job.track_id, tables.get(table, {}),
+                                  pipeline_version=pipeline.fingerprint)
             catalog.write_part("tracks", job.track_id, tracks)
             catalog.remove_part("errors", path_key(job.path))
     except CatalogFullError as exc:
@@ -376,21 +377,37 @@ def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) ->
     return TrackResult(job.track_id, job.path, "ok", duration_s=duration, seconds=time.perf_counter() - started)
 
 
-def long_table_rows(table: str, track_id: str, rows: dict[str, list[Any]]) -> list[tuple[str | None, pa.Table]]:
-    """One track's rows of a long table, conformed: ``[(partition or None, table)]`` (empty: no rows)."""
+def long_table_rows(table: str, track_id: str, rows: dict[str, list[Any]], *,
+                    pipeline_version: str | None = None) -> list[tuple[str | None, pa.Table]]:
+    """One track's rows of a long table, conformed: ``[(partition or None, table)]`` (empty: no rows).
+
+    ``pipeline_version`` (the pipeline's fingerprint) is stored in each
+    part's schema metadata (``mirflow.pipeline_version``) and carried into
+    compacted files as a hidden column: readers serve a long-table row only
+    when it matches the fingerprint of the track's ``tracks`` row, so rows
+    an extractor left under an older pipeline are never served as current.
+    """
+    from mirflow.catalog.layout import VERSION_META
+
     spec = table_schema(table)
     n = len(next(iter(rows.values()))) if rows else 0
     if n == 0:
         return []
     data = {"track_id": [track_id] * n, **rows}
+
+    def stamped(t: pa.Table) -> pa.Table:
+        if pipeline_version is None:
+            return t
+        return t.replace_schema_metadata({**(t.schema.metadata or {}), VERSION_META: pipeline_version.encode()})
+
     if spec.partition_by is None:
-        return [(None, conform(table, data, sizes=spec.sizes_of(data)))]
+        return [(None, stamped(conform(table, data, sizes=spec.sizes_of(data))))]
     values = data[spec.partition_by]
     out = []
     for part in sorted(set(values)):
         idx = [i for i, v in enumerate(values) if v == part]
         sub = {c: [vals[i] for i in idx] for c, vals in data.items()}
-        out.append((str(part), conform(table, sub, sizes=spec.sizes_of(sub))))
+        out.append((str(part), stamped(conform(table, sub, sizes=spec.sizes_of(sub)))))
     return out
 
 
@@ -435,7 +452,8 @@ def analyze_file(path: str | os.PathLike[str], pipeline: str | os.PathLike[str] 
     return out
 
 
-def _write_long_table(catalog: Catalog, table: str, track_id: str, rows: dict[str, list[Any]]) -> None:
+def _write_long_table(catalog: Catalog, table: str, track_id: str, rows: dict[str, list[Any]], *,
+                      pipeline_version: str | None = None) -> None:
     """Write one track's rows of a long table, replacing whatever an earlier run left.
 
     A track without rows (silence: no beats) gets no part, and a stale part
@@ -443,7 +461,7 @@ def _write_long_table(catalog: Catalog, table: str, track_id: str, rows: dict[st
     re-run never leaves old rows behind.
     """
     spec = table_schema(table)
-    parts = long_table_rows(table, track_id, rows)
+    parts = long_table_rows(table, track_id, rows, pipeline_version=pipeline_version)
     if spec.partition_by is None:
         if not parts:
             catalog.remove_part(table, track_id)

@@ -54,10 +54,15 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
     ``array_cosine_similarity`` works), plus an ``embeddings`` view over all
     models with variable-length ``FLOAT[]`` vectors.
 
-    The views read explicit lists of whole part files (a damaged part is
-    left out with a warning; a folder name with ``[`` or ``*`` is never a
-    glob), and the per-track tables show only rows of tracks whose
-    ``tracks`` row exists (an interrupted write leaves no visible orphans).
+    The views read explicit lists of files: the table's compacted
+    generation plus the loose parts written since (see docs/scale.md; a
+    compacted row whose key has a newer loose part is hidden, so every row
+    is seen once; a damaged part is left out with a warning; a folder name
+    with ``[`` or ``*`` is never a glob). The per-track tables show only
+    rows of tracks whose ``tracks`` row exists (an interrupted write leaves
+    no visible orphans) and that the track's current pipeline wrote (rows
+    recorded under another pipeline fingerprint are not current). A
+    connection reads its files lazily: re-create it after a compaction.
 
     With ``read_only`` (the default) the connection cannot touch files at
     all: external access is off and the configuration locked, so ``COPY …
