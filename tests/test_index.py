@@ -445,3 +445,23 @@ def test_parse_key_spellings_used_by_filters():
     # Guards the mapping filters rely on: every Camelot code names the key column's spelling.
     for key in all_keys():
         assert parse_key(key.camelot).mir_eval == key.mir_eval
+
+
+# ----------------------------------------------------------------------------- compacted catalogs
+def test_similar_on_a_compacted_catalog_is_the_same(ds_catalog, tmp_path):
+    """After a compaction no embedding part is left: query vectors come from the compacted files."""
+    from mirflow.catalog.compact import compact
+
+    compacted = tmp_path / "compacted"
+    shutil.copytree(ds_catalog, compacted)
+    compact(Catalog(compacted))
+    assert not Catalog(compacted).parts("embeddings")
+    ids = sorted(Catalog(ds_catalog).existing_tracks())
+    for query in ids[:3]:
+        loose = similar(ds_catalog, track_id=query, k=5)
+        folded = similar(compacted, track_id=query, k=5)
+        assert list(folded["track_id"]) == list(loose["track_id"])
+        np.testing.assert_allclose(folded["score"], loose["score"], rtol=1e-6)
+    build_index(compacted, kind="hnsw")
+    got = similar(compacted, track_id=ids[0], k=23, index=load_index(compacted))
+    assert len(got) == 23 and ids[0] not in set(got["track_id"])

@@ -342,3 +342,58 @@ def test_info_lists_every_table_with_its_counts(catalog, capsys):
     assert info.size_bytes == size
     assert info.tracks == 24
     assert "tracks      24" in format_catalog_info(info)
+
+
+# --------------------------------------------------------------------------- compacted catalogs
+
+
+@pytest.fixture(scope="module")
+def compacted(catalog, tmp_path_factory) -> Path:
+    """A compacted copy of the catalog: no loose part is left, every row is in ``_compacted/``."""
+    from mirflow.catalog.compact import compact
+
+    root = tmp_path_factory.mktemp("compacted") / "catalog"
+    shutil.copytree(catalog, root)
+    compact(Catalog(root))
+    assert not Catalog(root).parts("tracks") and not Catalog(root).parts("beats")
+    return root
+
+
+def test_show_reads_a_compacted_catalog_alike(catalog, compacted, tracks, capsys):
+    for row in tracks.iloc[:3].itertuples():
+        assert _cli(["show", str(catalog), row.track_id[:8], "--width", "100"]) == 0
+        loose = capsys.readouterr().out
+        assert _cli(["show", str(compacted), row.track_id[:8], "--width", "100"]) == 0
+        assert capsys.readouterr().out == loose
+        assert resolve_track(compacted, ref=row.path) == row.track_id
+
+
+def test_info_counts_a_compacted_catalog_alike(catalog, compacted, capsys):
+    loose, info = catalog_info(catalog), catalog_info(compacted)
+    assert info.tracks == loose.tracks == 24
+    for before, after in zip(loose.tables, info.tables, strict=True):
+        assert (after.name, after.rows) == (before.name, before.rows)
+        assert [(p.name, p.rows, p.tracks, p.dimension) for p in after.partitions] == \
+            [(p.name, p.rows, p.tracks, p.dimension) for p in before.partitions]
+        assert before.generation is None and before.compacted_files == 0
+        if before.rows:
+            assert after.generation is not None and after.compacted_files > 0 and after.parts == 0
+    assert _cli(["info", str(compacted)]) == 0
+    text = capsys.readouterr().out
+    tracks_info = next(t for t in info.tables if t.name == "tracks")
+    assert f"compacted: generation {tracks_info.generation}" in text
+    assert re.search(r"^tracks\s+24\s", text, re.M)
+
+
+def test_export_jams_of_a_compacted_catalog_is_the_same(catalog, compacted, tracks, tmp_path):
+    export_jams(catalog, out=tmp_path / "loose")
+    summary = export_jams(compacted, out=tmp_path / "compacted")
+    assert summary.written == len(tracks) and summary.failed == {}
+    for row in tracks.itertuples():
+        loose = jams.load(str(tmp_path / "loose" / f"{row.track_id}.jams"), validate=False)
+        folded = jams.load(str(tmp_path / "compacted" / f"{row.track_id}.jams"), validate=False)
+        for namespace in ("beat", "chord", "tempo", "key_mode"):
+            assert [(o.time, o.duration, o.value) for o in folded.search(namespace=namespace)[0].data] == \
+                [(o.time, o.duration, o.value) for o in loose.search(namespace=namespace)[0].data]
+        assert folded.file_metadata.duration == loose.file_metadata.duration
+        assert folded.sandbox.mirflow["paths"] == loose.sandbox.mirflow["paths"]

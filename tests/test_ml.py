@@ -363,3 +363,59 @@ def test_cli_predict_writes_incremental_predictions(trained, tmp_path, capsys):
     con = connect(cat)
     assert con.execute("select count(*) from predictions").fetchone()[0] == 94
     assert sorted(r[0] for r in con.execute("select distinct model from predictions").fetchall()) == ["drums", "mode"]
+
+
+# --------------------------------------------------------------------------- compacted catalogs
+@pytest.fixture(scope="module")
+def compacted(trained, tmp_path_factory) -> Path:
+    """A compacted copy of the training catalog: no loose tracks or embeddings parts are left."""
+    from mirflow.catalog.compact import compact
+
+    dest = tmp_path_factory.mktemp("ml-compacted") / "catalog"
+    shutil.copytree(trained["catalog"], dest)
+    compact(Catalog(dest))
+    assert not Catalog(dest).parts("tracks") and not Catalog(dest).parts("embeddings")
+    return dest
+
+
+def test_features_and_training_read_a_compacted_catalog_alike(trained, compacted):
+    from mirflow.ml.features import embedding_versions, load_features
+
+    loose, folded = Catalog(trained["catalog"]), Catalog(compacted)
+    track_ids = sorted(loose.existing_tracks())
+    for key in ("drums", "mode"):
+        clf: TrainedClassifier = trained[key]
+        X, usable = load_features(loose, clf.features, track_ids)
+        Xc, usable_c = load_features(folded, clf.features, track_ids)
+        assert usable.all() and usable_c.all()
+        np.testing.assert_array_equal(Xc, X)
+        assert compatibility_problems(clf.metadata, folded) == []
+    for model in loose.partitions("embeddings"):
+        assert embedding_versions(folded, model) == embedding_versions(loose, model)
+    mode = train(compacted, labels=trained["labels"], target="mode", features="descriptor")
+    assert mode.report.accuracy == trained["mode"].report.accuracy
+
+
+@pytest.mark.slow
+def test_predict_skips_predicted_tracks_of_a_compacted_catalog(trained, compacted, tmp_path):
+    from distributed import Client
+
+    from mirflow.catalog.compact import compact
+    from mirflow.ml import predict
+
+    cat = tmp_path / "catalog"
+    shutil.copytree(compacted, cat)
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        first = predict(cat, model=trained["mode_path"], client=client)
+        assert (first.predicted, first.skipped) == (24, 0)
+        compact(Catalog(cat))  # the predictions too: none is a loose part now
+        assert not Catalog(cat).parts("predictions")
+        again = predict(cat, model=trained["mode_path"], client=client)
+        assert (again.predicted, again.skipped) == (0, 24)
+        # A removed track's predictions (a tombstone over compacted rows) are made again.
+        gone = sorted(Catalog(cat).existing_tracks())[3]
+        assert Catalog(cat).remove_part("predictions", gone, partition="mode")
+        third = predict(cat, model=trained["mode_path"], client=client)
+        assert (third.predicted, third.skipped) == (1, 23)
+    preds = read_table(cat, "predictions", partition="mode")
+    assert len(preds) == 24 * 2 and preds["track_id"].nunique() == 24

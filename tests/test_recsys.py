@@ -319,3 +319,31 @@ def test_export_refuses_to_overwrite_user_data(downstream_catalog, tmp_path):
     with pytest.raises(ConfigError, match="embedding"):
         export_recsys(catalog, tmp_path / "new", embedding="nope")
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new.tmp-*"))
+
+
+@pytest.mark.slow
+def test_export_of_a_compacted_catalog_is_the_same(downstream_catalog, tmp_path):
+    """After a compaction no embedding part is left: the export reads the compacted files alike."""
+    from distributed import Client
+
+    from mirflow.catalog import Catalog
+    from mirflow.catalog.compact import compact
+
+    catalog, _ = downstream_catalog
+    compacted = tmp_path / "compacted"
+    shutil.copytree(catalog, compacted)
+    compact(Catalog(compacted))
+    assert not Catalog(compacted).parts("embeddings")
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        loose = export_recsys(catalog, tmp_path / "loose", k=4, block_size=5, client=client)
+        folded = export_recsys(compacted, tmp_path / "folded", k=4, block_size=5, client=client)
+    assert (folded.items, folded.neighbor_rows) == (loose.items, loose.neighbor_rows) == (24, 24 * 4)
+    items, _ = _check_export(tmp_path / "folded", compacted, 4)
+    assert items["embedding"].notna().all()
+    expected = pd.read_parquet(tmp_path / "loose" / "items.parquet")
+    assert items["track_id"].tolist() == expected["track_id"].tolist()
+    np.testing.assert_array_equal(np.stack(items["embedding"]), np.stack(expected["embedding"]))
+    order = ["track_id", "rank"]
+    got = pd.read_parquet(tmp_path / "folded" / "neighbors").sort_values(order).reset_index(drop=True)
+    want = pd.read_parquet(tmp_path / "loose" / "neighbors").sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)

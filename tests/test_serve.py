@@ -265,8 +265,13 @@ def test_duckdb_is_confined_to_the_catalog(served):
             con.execute("SELECT * FROM read_csv('/etc/passwd')").fetchall()
         with pytest.raises(duckdb.Error):
             con.execute("SET enable_external_access = true")
-        # The catalog itself still reads.
-        assert con.execute("SELECT count(*) FROM tracks").fetchone()[0] == len(served.tracks)
+        # The catalog itself still reads: the cursor sees the store's summary
+        # table, and the locked connection its catalog views (built on Arrow
+        # datasets registered on that connection, which cursors cannot see).
+        assert con.execute("SELECT count(*) FROM serve_track_summary").fetchone()[0] == len(served.tracks)
+        assert store._con.execute("SELECT count(*) FROM tracks").fetchone()[0] == len(served.tracks)
+        with pytest.raises(duckdb.Error):
+            store._con.execute("SELECT * FROM read_csv('/etc/passwd')").fetchall()
     finally:
         store.close()
 
@@ -453,3 +458,31 @@ def test_cli_serve_prints_the_url_and_binds_loopback(served):
     bad = subprocess.run([sys.executable, "-m", "mirflow", "serve", str(served.catalog / "tracks")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "mirflow: error:" in bad.stderr
+
+
+# ------------------------------------------------------------------- compacted catalogs
+def test_store_reads_a_compacted_catalog(served, tmp_path):
+    """After a compaction the part files are gone: tracks come from the compacted files."""
+    from mirflow.catalog import Catalog
+    from mirflow.catalog.compact import compact
+    from mirflow.serve.store import CatalogStore
+
+    compacted = tmp_path / "compacted"
+    shutil.copytree(served.catalog, compacted)
+    compact(Catalog(compacted))
+    assert not Catalog(compacted).parts("tracks"), "the compaction left loose tracks parts"
+    loose_store, store = CatalogStore(served.catalog), CatalogStore(compacted)
+    try:
+        assert store.track_count == loose_store.track_count == len(served.tracks)
+        for track_id in served.tracks.track_id:
+            assert store.has_track(track_id)
+            assert store.get_track(track_id) == loose_store.get_track(track_id)
+        missing = "0" * 32
+        assert not store.has_track(missing) and store.get_track(missing) is None
+        # A removed track (a zero-row tombstone part over its compacted rows) is gone.
+        gone = served.tracks.track_id.iloc[0]
+        assert Catalog(compacted).remove_part("tracks", gone)
+        assert store.get_track(gone) is None and not store.has_track(gone)
+    finally:
+        store.close()
+        loose_store.close()

@@ -148,7 +148,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
         query["track_id"] = _track_of_path(args.catalog, args.path)
     else:
         analyzed = _analyze_audio(args.catalog, args.audio, args.embedding)
-        in_catalog = cat.part_path("embeddings", analyzed["track_id"], partition=args.embedding).exists()
+        in_catalog = cat.rows_of("embeddings", analyzed["track_id"], partition=args.embedding).num_rows > 0
         if in_catalog or (index is not None and analyzed["track_id"] in index):
             # The same bytes are already in the catalog: query by that track, so it is left out.
             query["track_id"] = analyzed["track_id"]

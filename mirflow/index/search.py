@@ -11,7 +11,6 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from mirflow.catalog.layout import Catalog
 from mirflow.errors import CatalogError, ConfigError, MirflowError
@@ -375,10 +374,10 @@ def similar(catalog: str | os.PathLike[str] | Catalog, *, track_id: str | None =
 
 
 def _catalog_vector(cat: Catalog, embedding: str, track_id: str) -> np.ndarray | None:
-    part = cat.part_path("embeddings", track_id, partition=embedding)
-    if not part.exists():
+    # rows_of: the track's loose part, or a point look-up in the compacted files.
+    data = cat.rows_of("embeddings", track_id, partition=embedding)
+    if data.num_rows == 0:
         return None
-    data = pq.read_table(part, columns=["track_id", "embedding"])
     rows = [i for i, t in enumerate(data.column("track_id").to_pylist()) if t == track_id]
     if not rows:
         return None

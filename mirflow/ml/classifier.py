@@ -294,26 +294,23 @@ def compatibility_problems(meta: dict[str, Any], cat: Catalog) -> list[str]:
             diffs.append(f"tracks column {f.name!r} is {tracks.column(f.name).type}, the classifier expects {f.type}")
         else:
             columns.append(f.name)
-    if columns and cat.parts("tracks"):
+    if columns:
         diffs += _missing_column_data(cat, columns)
     return diffs
 
 
 def _missing_column_data(cat: Catalog, columns: list[str]) -> list[str]:
-    """Feature columns with no value at all in the catalog (its pipeline did not compute them)."""
-    import duckdb
+    """Feature columns with no value at all in the catalog (its pipeline did not compute them).
 
-    files = [str(p) for p in cat.parts("tracks")]
-    con = duckdb.connect()
-    present = set(con.execute("SELECT * FROM read_parquet(?, union_by_name=true) LIMIT 0", [files]).df().columns)
-    diffs = [f"tracks column {c!r} is missing from the catalog's tracks parts" for c in columns if c not in present]
-    have = [c for c in columns if c in present]
-    if have:
-        counts = con.execute("SELECT " + ", ".join(f'count("{c}")' for c in have)
-                             + " FROM read_parquet(?, union_by_name=true)", [files]).fetchone()
-        diffs += [f"tracks column {c!r} has no values in the catalog (was its extractor run?)"
-                  for c, n in zip(have, counts, strict=True) if n == 0]
-    return diffs
+    Read through :meth:`Catalog.read_table` (compacted rows and loose parts;
+    a column that parts older than it lack reads as nulls, so it counts as
+    having no values). An empty catalog has nothing to check.
+    """
+    data = cat.read_table("tracks", columns=columns)
+    if data.num_rows == 0:
+        return []
+    return [f"tracks column {c!r} has no values in the catalog (was its extractor run?)"
+            for c in columns if data.column(c).null_count == data.num_rows]
 
 
 def _metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mirflow.catalog import Catalog, table_schema
+from mirflow.catalog.layout import KEY_COLUMN
 from mirflow.errors import CatalogError
 from mirflow.ml.errors import FeatureError, IncompatibleModelError
 
@@ -119,23 +120,24 @@ def _column_width(type_str: str) -> int | None:
 
 def embedding_versions(cat: Catalog, model: str) -> dict[str, tuple[int, int]]:
     """``model_version -> (rows, dimension)`` of an embedding partition (empty when absent)."""
-    files = _partition_files(cat, "embeddings", model)
-    if not files:
+    if model not in cat.partitions("embeddings"):
+        return {}
+    # read_table: the partition's compacted rows plus its live loose parts.
+    data = cat.read_table("embeddings", columns=["model_version", "embedding"], partition=model)
+    if data.num_rows == 0:
         return {}
     import duckdb
 
     con = duckdb.connect()
-    # An explicit file list, not a glob: catalog paths may hold glob characters.
-    rows = con.execute(
-        "SELECT model_version, count(*), max(len(embedding::FLOAT[])) "
-        "FROM read_parquet(?) GROUP BY model_version ORDER BY model_version", [files]
-    ).fetchall()
+    try:
+        con.register("partition_rows", data)
+        rows = con.execute(
+            "SELECT model_version, count(*), max(len(embedding::FLOAT[])) "
+            "FROM partition_rows GROUP BY model_version ORDER BY model_version"
+        ).fetchall()
+    finally:
+        con.close()
     return {str(v): (int(n), int(d)) for v, n, d in rows}
-
-
-def _partition_files(cat: Catalog, table: str, partition: str) -> list[str]:
-    base = cat.table_dir(table) / partition
-    return [str(p) for p in sorted(base.rglob("*.parquet"))] if base.is_dir() else []
 
 
 def resolve_features(cat: Catalog, names: Sequence[str] | None) -> list[Feature]:
@@ -256,16 +258,49 @@ def load_features(cat: Catalog, features: Sequence[Feature],
 
 def _read_parts(cat: Catalog, table: str, partition: str | None, track_ids: Sequence[str],
                 columns: list[str]) -> pa.Table | None:
-    """Rows of ``track_ids`` from their own parts (absent parts are skipped)."""
-    files = [str(p) for t in track_ids if (p := cat.part_path(table, t, partition)).exists()]
-    if not files:
-        return None
+    """Rows of ``track_ids`` (tracks without rows are skipped), loose or compacted.
+
+    Without a compaction each track's own part is read (a batch costs its
+    own files, not a listing of the table). Once the table is compacted, one
+    :meth:`Catalog.snapshot` per batch: the batch's live loose parts, plus one
+    read of the compacted files filtered on the hidden key column (row-group
+    statistics of the sorted key prune it), leaving out keys a loose part
+    overrides.
+    """
     try:
-        data = pa.concat_tables([pq.read_table(f, columns=columns) for f in files],
-                                promote_options="default")
+        if cat.compaction_record(table) is None:
+            files = [p for t in track_ids if (p := cat.part_path(table, t, partition)).exists()]
+            pieces = [pq.read_table(f, columns=columns) for f in files]
+            if cat.compaction_record(table) is None:  # no compaction folded them away meanwhile
+                return _concat_of(pieces, track_ids)
+        for attempt in range(5):
+            snap = cat.snapshot(table, partition)
+            wanted_keys = set(track_ids)
+            live = [p for p in snap.loose if p.key in wanted_keys]
+            hidden = sorted(snap.hidden_keys().get(partition, set()) & wanted_keys)
+            keys = sorted(wanted_keys - set(hidden))
+            try:
+                pieces = [pq.read_table(p.path, columns=columns) for p in live]
+                for _, f in snap.compacted:
+                    if keys:
+                        pieces.append(pq.read_table(f, columns=columns,
+                                                    filters=[(KEY_COLUMN, "in", keys)]))
+            except FileNotFoundError:  # a newer compaction removed what the snapshot listed
+                if attempt == 4:
+                    raise
+                continue
+            return _concat_of(pieces, track_ids)
     except (KeyError, pa.ArrowInvalid) as exc:
         # A part written before a column existed: say which, not a pyarrow trace.
         raise IncompatibleModelError(f"catalog {cat.root}: {table} parts lack a feature column: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def _concat_of(pieces: list[pa.Table], track_ids: Sequence[str]) -> pa.Table | None:
+    pieces = [p for p in pieces if p.num_rows]  # tombstones hide their key and add no rows
+    if not pieces:
+        return None
+    data = pa.concat_tables(pieces, promote_options="default")
     wanted = pa.array(list(track_ids), type=pa.string())
     return data.filter(pc.is_in(data.column("track_id"), value_set=wanted))
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow.compute as pc
+
 from mirflow._env import THREAD_ENV
 from mirflow.catalog import Catalog, conform
 from mirflow.errors import ConfigError
@@ -64,16 +66,12 @@ class PredictSummary:
 
 def existing_predictions(cat: Catalog, model: str, model_version: str) -> set[str]:
     """Tracks that already have prediction rows of ``model`` at ``model_version``."""
-    base = cat.table_dir(TABLE) / model
-    files = [str(p) for p in sorted(base.rglob("*.parquet"))] if base.is_dir() else []
-    if not files:
+    if model not in cat.partitions(TABLE):
         return set()
-    import duckdb
-
-    rows = duckdb.connect().execute(
-        "SELECT DISTINCT track_id FROM read_parquet(?) WHERE model_version = ?", [files, model_version]
-    ).fetchall()
-    return {r[0] for r in rows}
+    # read_table: the partition's compacted rows plus its live loose parts.
+    data = cat.read_table(TABLE, columns=["track_id", "model_version"], partition=model)
+    same = data.filter(pc.fill_null(pc.equal(data.column("model_version"), model_version), False))
+    return set(same.column("track_id").to_pylist())
 
 
 def predict(catalog: str | os.PathLike[str] | Catalog, *, model: TrainedClassifier | str | os.PathLike[str],

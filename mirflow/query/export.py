@@ -365,7 +365,8 @@ def _replace_dir(tmp: Path, out: Path, *, force: bool) -> None:
 
 def _selected_tracks(cat: Catalog, query: str | None) -> list[str]:
     """Track ids to export: every track, or the ``track_id`` column of ``query``."""
-    ids = sorted(p.stem for p in cat.parts("tracks"))
+    # read_table, not a listing of part files: compacted tracks have none.
+    ids = sorted(cat.read_table("tracks", columns=["track_id"]).column("track_id").to_pylist())
     if query is None:
         return ids
     import duckdb
@@ -393,7 +394,8 @@ def export_jams(catalog: str | os.PathLike[str] | Catalog, *, out: str | os.Path
     """Write one JAMS file per track, ``<track_id>.jams``, validated with ``jams``.
 
     See :func:`track_jams` for what each file holds. Tracks are read one at a
-    time from their own part files, so memory stays flat on catalogs of any
+    time (:meth:`Catalog.rows_of`: a loose part or a point look-up in the
+    compacted files), so memory stays flat on catalogs of any
     size. A track whose JAMS fails schema validation is not written and is
     listed in the summary (and in the folder's marker file) instead.
 

@@ -6,9 +6,11 @@ with ``to_dict`` for JSON) and render it as text in a second step
 line prints and the library never does.
 
 One track's rows are read from its own part files (every per-track table
-names its parts by track id, see :mod:`mirflow.catalog.layout`), so showing a
-track costs a few file reads however large the catalog is; only the rows of
-``files`` and ``errors`` that point at it need a scan of those two tables.
+names its parts by track id, see :mod:`mirflow.catalog.layout`), or, once a
+table is compacted, with :meth:`Catalog.rows_of` (a point look-up pruned by
+the compacted files' row-group statistics), so showing a track costs a few
+file reads however large the catalog is; only the rows of ``files`` and
+``errors`` that point at it need a scan of those two tables.
 
 Examples
 --------
@@ -27,14 +29,14 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mirflow.catalog.layout import Catalog, path_from_columns, path_key
+from mirflow.catalog.layout import KEY_COLUMN, Catalog, TableSnapshot, path_from_columns, path_key
 from mirflow.catalog.schema import load_schemas, table_schema
 from mirflow.errors import CatalogError, ConfigError
 from mirflow.resources import schemas_dir
@@ -85,16 +87,27 @@ def read_track_part(cat: Catalog, table: str, track_id: str, *, partition: str |
     as :meth:`Catalog.read_table` does, so catalogs of any age read alike.
     ``columns`` reads only those (a ``tracks`` part has about 70 columns).
     """
-    path = cat.part_path(table, track_id, partition)
-    if not path.is_file():
-        return None
     canonical = _canonical_schema(table)
-    # ParquetFile.read, not pq.read_table: the dataset machinery behind the
-    # latter costs about 10 ms per file (measured here), more than the read.
-    parquet = pq.ParquetFile(path)
     wanted = list(columns) if columns is not None else canonical.names
-    present = set(parquet.schema_arrow.names)
-    part = parquet.read(columns=[c for c in wanted if c in present])
+    part: pa.Table | None = None
+    if cat.compaction_record(table) is None:
+        # No compaction: the loose part is the whole truth. ParquetFile.read,
+        # not pq.read_table: the dataset machinery behind the latter costs
+        # about 10 ms per file (measured here), more than the read.
+        path = cat.part_path(table, track_id, partition)
+        try:
+            parquet = pq.ParquetFile(path)
+            present = set(parquet.schema_arrow.names)
+            part = parquet.read(columns=[c for c in wanted if c in present])
+        except FileNotFoundError:
+            if cat.compaction_record(table) is None:  # not folded away meanwhile: no rows
+                return None
+    if part is None:
+        # Compacted: the live loose part, a tombstone, or the compacted rows.
+        rows = cat.rows_of(table, track_id, partition)
+        part = rows.select([c for c in wanted if c in rows.column_names])
+    if part.num_rows == 0:  # a tombstone (a removed key) or an empty part
+        return None
     for name in wanted:
         if name not in part.column_names:
             part = part.append_column(name, pa.nulls(part.num_rows, canonical.field(name).type))
@@ -110,22 +123,17 @@ def _canonical_schema(table: str) -> pa.Schema:
 
 def _scan(cat: Catalog, table: str, where: str, params: Sequence[Any], *,
           columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Rows of a whole table matching a SQL condition (DuckDB over an explicit list of its parts)."""
+    """Rows of a whole table matching a SQL condition (DuckDB over :meth:`Catalog.read_table`'s Arrow table)."""
     import duckdb
 
-    files = [str(p) for p in cat.parts(table)]
-    if not files:
+    # read_table: compacted rows plus live loose parts, columns a part lacks as nulls.
+    data = cat.read_table(table, columns=list(columns) if columns else None)
+    if data.num_rows == 0:
         return []
     con = duckdb.connect()
     try:
-        # An explicit file list, not a glob: a catalog path may hold glob characters ([, *, ?).
-        select = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-        try:
-            cur = con.execute(f"SELECT {select} FROM read_parquet(?, union_by_name=true) WHERE {where}",
-                              [files, *params])
-        except duckdb.BinderException:
-            # Parts older than a requested column (path_bytes came with files v2): read what there is.
-            cur = con.execute(f"SELECT * FROM read_parquet(?, union_by_name=true) WHERE {where}", [files, *params])
+        con.register("scanned", data)
+        cur = con.execute(f"SELECT * FROM scanned WHERE {where}", list(params))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     finally:
@@ -160,8 +168,13 @@ def resolve_track(catalog: str | os.PathLike[str] | Catalog, *, ref: str) -> str
     lowered = text.lower()
     looks_like_id = bool(_HEX.match(lowered)) and len(lowered) <= 32
     if looks_like_id and len(lowered) >= MIN_PREFIX:
-        shard = cat.table_dir("tracks") / lowered[:2]
-        matches = sorted(p.stem for p in shard.glob(f"{lowered}*.parquet")) if shard.is_dir() else []
+        if cat.compaction_record("tracks") is None:
+            # Loose parts only: the id's shard folder lists the candidates.
+            shard = cat.table_dir("tracks") / lowered[:2]
+            matches = sorted(p.stem for p in shard.glob(f"{lowered}*.parquet")) if shard.is_dir() else []
+        else:
+            ids = cat.read_table("tracks", columns=["track_id"]).column("track_id").to_pylist()
+            matches = sorted({t for t in ids if t.startswith(lowered)})
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -368,9 +381,8 @@ def track_report(catalog: str | os.PathLike[str] | Catalog, *, track: str, top_t
     for name, spec in load_schemas().items():
         if name in _SHOWN or not spec.primary_key or spec.primary_key[0] != "track_id":
             continue
-        parts = ([cat.part_path(name, track_id)] if spec.partition_by is None else
-                 [cat.part_path(name, track_id, p) for p in cat.partitions(name)])
-        n = sum(pq.ParquetFile(p).metadata.num_rows for p in parts if p.is_file())
+        partitions = [None] if spec.partition_by is None else cat.partitions(name)
+        n = sum(cat.rows_of(name, track_id, p).num_rows for p in partitions)
         if n:
             other[name] = n
     return TrackReport(track_id=track_id, track=row, paths=paths, errors=error_rows, embeddings=embeddings,
@@ -621,6 +633,9 @@ class TableInfo:
     schema_version: int | None
     current_schema_version: int
     partitions: list[PartitionInfo] = field(default_factory=list)
+    #: The committed compaction generation (``None``: never compacted) and its files.
+    generation: str | None = None
+    compacted_files: int = 0
 
     @property
     def schema_current(self) -> bool:
@@ -651,15 +666,35 @@ class CatalogInfo:
         return _jsonable(asdict(self))
 
 
-def _count_rows(files: Sequence[Path]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+def _snapshot_counts(snap: TableSnapshot) -> tuple[int, int]:
+    """``(rows, keys)`` a reader of ``snap`` sees, from Parquet footers where no key is hidden.
+
+    A compacted file's rows of a key that a live loose part overrides (or a
+    tombstone hides) are not counted; only then is its key column read.
+    """
+    hidden = snap.hidden_keys()
+    rows = keys = 0
+    for partition, f in snap.compacted:
+        gone = hidden.get(partition)
+        key_column = pq.read_table(f, columns=[KEY_COLUMN]).column(KEY_COLUMN)
+        if gone:
+            key_column = key_column.filter(pc.invert(pc.is_in(key_column, value_set=pa.array(sorted(gone)))))
+        rows += len(key_column)
+        keys += pc.count_distinct(key_column).as_py()
+    for p in snap.loose:
+        n = pq.ParquetFile(p.path).metadata.num_rows
+        rows += n
+        keys += n > 0  # a tombstone hides its key and adds none
+    return rows, keys
 
 
 def catalog_info(catalog: str | os.PathLike[str] | Catalog) -> CatalogInfo:
     """Describe a catalog: tables with row counts and schema versions, partitions, runs, size.
 
-    Row counts come from the Parquet footers of every part (no data is read);
-    the size is that of every file under the catalog folder.
+    Row counts come from :meth:`Catalog.snapshot`: the Parquet footers of the
+    live loose parts and the compacted files (whose key column is read to
+    count keys and leave out rows a loose part overrides); the size is that of
+    every file under the catalog folder.
 
     Parameters
     ----------
@@ -675,21 +710,25 @@ def catalog_info(catalog: str | os.PathLike[str] | Catalog) -> CatalogInfo:
     recorded = manifest.get("schemas") or {}
     tables = []
     for name, spec in load_schemas().items():
-        parts = cat.parts(name)
+        snap = cat.snapshot(name)
+        files = [p.path for p in snap.loose] + [f for _, f in snap.compacted]
         partitions = []
         if spec.partition_by is not None:
             sized = [c.name for c in spec.columns if c.sized_per_file]
             for part in cat.partitions(name):
-                files = sorted((cat.table_dir(name) / part).rglob("*.parquet"))
+                part_snap = cat.snapshot(name, part)
+                rows, keys = _snapshot_counts(part_snap)
                 dim = None
-                if sized and files:
-                    meta = pq.read_schema(files[0]).metadata or {}
-                    raw = meta.get(f"mirflow.size.{sized[0]}".encode())
+                sample = [p.path for p in part_snap.loose] + [f for _, f in part_snap.compacted]
+                if sized and sample:
+                    raw = (pq.read_schema(sample[0]).metadata or {}).get(f"mirflow.size.{sized[0]}".encode())
                     dim = int(raw) if raw else None
-                partitions.append(PartitionInfo(name=part, rows=_count_rows(files), tracks=len(files), dimension=dim))
+                partitions.append(PartitionInfo(name=part, rows=rows, tracks=keys, dimension=dim))
         tables.append(TableInfo(
-            name=name, rows=_count_rows(parts), parts=len(parts), size_bytes=sum(p.stat().st_size for p in parts),
-            schema_version=recorded.get(name), current_schema_version=spec.version, partitions=partitions))
+            name=name, rows=_snapshot_counts(snap)[0], parts=len(snap.loose),
+            size_bytes=sum(f.stat().st_size for f in files),
+            schema_version=recorded.get(name), current_schema_version=spec.version, partitions=partitions,
+            generation=snap.generation, compacted_files=len(snap.compacted)))
     size = n_files = 0
     for folder, _, names in os.walk(cat.root):
         for n in names:
@@ -753,6 +792,9 @@ def format_catalog_info(info: CatalogInfo, *, last_runs: int = 5) -> str:
             if t.schema_version < t.current_schema_version else "  <- catalog newer"
         out.append(f"{t.name:<20} {t.rows:>10,} {t.parts:>8,} {_size_text(t.size_bytes):>10}  "
                    f"{recorded} / v{t.current_schema_version}{note}")
+        if t.generation is not None:
+            out.append(f"  compacted: generation {t.generation}, {t.compacted_files:,} files "
+                       f"(+ {t.parts:,} loose parts)")
         for p in t.partitions:
             dim = f", {p.dimension}-d" if p.dimension is not None else ""
             out.append(f"  {p.name:<18} {p.rows:>10,} {p.tracks:>8,}  partition{dim}")

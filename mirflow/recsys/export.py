@@ -47,7 +47,8 @@ from mirflow.recsys.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from mirflow.recsys.knn import (
     NEIGHBOR_COLUMNS,
     default_block_size,
-    embedding_parts,
+    embedding_rows,
+    embedding_track_ids,
     knn_blocked,
     start_client,
 )
@@ -252,21 +253,17 @@ def _features(tracks: pd.DataFrame) -> tuple[dict[str, Any], list[dict[str, Any]
 def _read_embeddings(catalog: Catalog, model: str, track_ids: list[str], dim: int):
     """The embeddings of ``track_ids`` (a block) as a FixedSizeList array, null where a track has none."""
     import pyarrow as pa
-    import pyarrow.dataset as ds
 
-    paths = [catalog.part_path("embeddings", t, partition=model) for t in track_ids]
-    present = [p.exists() for p in paths]
     vectors = np.zeros((len(track_ids), max(dim, 1)), dtype=np.float32)
-    files = [str(p) for p, ok in zip(paths, present, strict=True) if ok]
-    if files:
-        table = ds.dataset(files, format="parquet").to_table(columns=["track_id", "embedding"])
-        got = dict(zip(table.column("track_id").to_pylist(), range(table.num_rows), strict=True))
+    table = embedding_rows(catalog, model, track_ids)
+    got = dict(zip(table.column("track_id").to_pylist(), range(table.num_rows), strict=True))
+    if table.num_rows:
         flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         flat = flat.astype(np.float32).reshape(table.num_rows, -1)
         for i, t in enumerate(track_ids):
             if t in got:
                 vectors[i] = flat[got[t]]
-    mask = pa.array([not ok for ok in present])
+    mask = pa.array([t not in got for t in track_ids])
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), max(dim, 1), mask=mask)
 
 
@@ -342,11 +339,11 @@ def export_recsys(catalog: str | os.PathLike[str] | Catalog, out: str | os.PathL
     is_canonical = groups["is_canonical"].fillna(True).astype(bool)
 
     feature_cols, described, dropped = _features(tracks)
-    files = embedding_parts(cat, model)
+    emb_ids = embedding_track_ids(cat, model)
     dim = 0
-    if files:
-        dim = pq.read_schema(files[0]).field("embedding").type.list_size
-    block = block_size or default_block_size(len(files), max(dim, 1))
+    if emb_ids:
+        dim = embedding_rows(cat, model, emb_ids[:1]).column("embedding").type.list_size
+    block = block_size or default_block_size(len(emb_ids), max(dim, 1))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
@@ -398,11 +395,11 @@ def export_recsys(catalog: str | os.PathLike[str] | Catalog, out: str | os.PathL
         scratch = tmp / "_blocks"
         scratch.mkdir()
         rows = 0
-        if files:
+        if emb_ids:
             if own_client:
                 client, cluster = start_client(scheduler=scheduler, workers=workers)
-            rows, _ = knn_blocked(files, k=k, block_size=block, scratch=scratch, out_dir=neighbors_dir,
-                                  client=client)
+            rows, _ = knn_blocked(cat, model, emb_ids, k=k, block_size=block, scratch=scratch,
+                                  out_dir=neighbors_dir, client=client)
         shutil.rmtree(scratch)
 
         n_groups = int((group_id.value_counts() > 1).sum())
@@ -411,7 +408,7 @@ def export_recsys(catalog: str | os.PathLike[str] | Catalog, out: str | os.PathL
             "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "mirflow_version": __version__,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "catalog": str(cat.root),
             "k": k, "block_size": block,
-            "embedding": {"model": model, "dim": dim, "tracks": len(files), "metric": "cosine"},
+            "embedding": {"model": model, "dim": dim, "tracks": len(emb_ids), "metric": "cosine"},
             "duplicates": {"available": duplicates_available, "threshold": threshold,
                            "groups_with_copies": n_groups, "non_canonical_tracks": n_dup},
             "tables": {

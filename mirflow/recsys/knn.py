@@ -5,8 +5,8 @@ of the chosen model are cut into blocks of ``block_size`` (in ``track_id``
 order), and the graph has three kinds of tasks:
 
 ``pack``
-    One per block: reads that block's embedding parts from the catalog's
-    Parquet, L2-normalises the vectors (cosine = inner product) and saves
+    One per block: reads that block's embedding rows from the catalog
+    (loose parts, or a filtered read of the compacted files), L2-normalises the vectors (cosine = inner product) and saves
     them as ``.npy`` in a scratch folder next to the export.
 ``partial``
     One per (query block, base block) pair: loads the two blocks and keeps
@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from mirflow._env import THREAD_ENV
-from mirflow.catalog.layout import Catalog
+from mirflow.catalog.layout import KEY_COLUMN, Catalog
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NEIGHBOR_COLUMNS", "embedding_parts", "knn_blocked", "start_client"]
+__all__ = ["NEIGHBOR_COLUMNS", "embedding_rows", "embedding_track_ids", "knn_blocked", "start_client"]
 
 #: Columns of the neighbours table, with what each holds (described in the export's columns.json).
 NEIGHBOR_COLUMNS = {
@@ -47,21 +47,77 @@ NEIGHBOR_COLUMNS = {
 }
 
 
-def embedding_parts(catalog: str | os.PathLike[str] | Catalog, model: str) -> list[Path]:
-    """The embedding part files of ``model``, one per track, in ``track_id`` order."""
+def embedding_track_ids(catalog: str | os.PathLike[str] | Catalog, model: str) -> list[str]:
+    """The tracks with an embedding of ``model``, in ``track_id`` order.
+
+    From :meth:`Catalog.snapshot`: the names of the live loose parts (a
+    listing, no file read, while the partition was never compacted) plus the
+    key column of the compacted files, less the keys a loose part overrides
+    and the tombstones (zero-row parts) of removed tracks.
+    """
+    import pyarrow.parquet as pq
+
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
-    folder = cat.table_dir("embeddings") / model
-    # Parts are <shard>/<track_id>.parquet with shard = track_id[:2], so the
-    # path order is the track_id order.
-    return sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
+    if model not in cat.partitions("embeddings"):
+        return []
+    snap = cat.snapshot("embeddings", model)
+    keys: set[str] = set()
+    for _, f in snap.compacted:
+        keys.update(pq.read_table(f, columns=[KEY_COLUMN]).column(KEY_COLUMN).to_pylist())
+    keys -= snap.hidden_keys().get(model, set())
+    for p in snap.loose:
+        # Tombstones exist only over compacted rows: without a generation every part holds its track.
+        if not snap.compacted or pq.ParquetFile(p.path).metadata.num_rows:
+            keys.add(p.key)
+    return sorted(keys)
+
+
+def embedding_rows(catalog: str | os.PathLike[str] | Catalog, model: str, track_ids: Sequence[str]):
+    """``track_id`` and ``embedding`` of ``track_ids`` (those that have one), as an Arrow table in id order.
+
+    Without a compaction each track's own part is read; once the partition
+    is compacted, one :meth:`Catalog.snapshot` per call: the tracks' live
+    loose parts plus one read of each compacted file filtered on its sorted
+    key column (row-group statistics prune it).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
+    columns = ["track_id", "embedding"]
+    pieces: list[pa.Table] | None = None
+    if cat.compaction_record("embeddings") is None:
+        files = [p for t in track_ids if (p := cat.part_path("embeddings", t, partition=model)).exists()]
+        pieces = [pq.read_table(f, columns=columns) for f in files]
+        if cat.compaction_record("embeddings") is not None:  # a compaction folded them away meanwhile
+            pieces = None
+    for attempt in range(5):
+        if pieces is not None:
+            break
+        snap = cat.snapshot("embeddings", model)
+        wanted = set(track_ids)
+        keys = sorted(wanted - snap.hidden_keys().get(model, set()))
+        try:
+            pieces = [pq.read_table(p.path, columns=columns) for p in snap.loose if p.key in wanted]
+            pieces += [pq.read_table(f, columns=columns, filters=[(KEY_COLUMN, "in", keys)])
+                       for _, f in snap.compacted if keys]
+        except FileNotFoundError:  # a newer compaction removed what the snapshot listed
+            if attempt == 4:
+                raise
+            pieces = None
+    pieces = [p for p in pieces or [] if p.num_rows]
+    if not pieces:
+        return pa.table({"track_id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))})
+    table = pa.concat_tables(pieces, promote_options="default")
+    table = table.filter(pc.is_in(table.column("track_id"), value_set=pa.array(list(track_ids), pa.string())))
+    return table.sort_by("track_id")
 
 
 # --------------------------------------------------------------------------- tasks
-def _pack(files: Sequence[str], scratch: str, block: int) -> tuple[int, int]:
+def _pack(root: str, model: str, track_ids: Sequence[str], scratch: str, block: int) -> tuple[int, int]:
     """Read one block's vectors from the catalog, L2-normalise and save them; returns (rows, dim)."""
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(list(files), format="parquet").to_table(columns=["track_id", "embedding"])
+    table = embedding_rows(root, model, track_ids)
     ids = np.asarray(table.column("track_id").to_pylist(), dtype="U")
     emb = table.column("embedding").combine_chunks()
     dim = emb.type.list_size
@@ -169,14 +225,19 @@ def start_client(*, scheduler: str | None = None, workers: int = 2):
     return Client(cluster), cluster
 
 
-def knn_blocked(files: Sequence[Path], *, k: int, block_size: int, scratch: str | os.PathLike[str],
-                out_dir: str | os.PathLike[str], client) -> tuple[int, int]:
-    """All-tracks kNN of the embedding parts ``files``; writes ``out_dir/part-NNNNNN.parquet``.
+def knn_blocked(catalog: str | os.PathLike[str] | Catalog, model: str, track_ids: Sequence[str], *, k: int,
+                block_size: int, scratch: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                client) -> tuple[int, int]:
+    """All-tracks kNN of the ``model`` embeddings of ``track_ids``; writes ``out_dir/part-NNNNNN.parquet``.
 
     Parameters
     ----------
-    files : sequence of Path
-        One embedding part per track (:func:`embedding_parts`).
+    catalog : path or Catalog
+        The catalog (visible to the workers at the same path).
+    model : str
+        The embedding partition.
+    track_ids : sequence of str
+        Tracks with an embedding of ``model``, in ``track_id`` order (:func:`embedding_track_ids`).
     k : int
         Neighbours per track (fewer when the catalog has at most k tracks).
     block_size : int
@@ -195,12 +256,14 @@ def knn_blocked(files: Sequence[Path], *, k: int, block_size: int, scratch: str 
     from dask import delayed
 
     scratch, out_dir = str(scratch), str(out_dir)
-    blocks = [[str(f) for f in files[i:i + block_size]] for i in range(0, len(files), block_size)]
+    root = str(catalog.root if isinstance(catalog, Catalog) else Catalog(catalog).root)
+    blocks = [list(track_ids[i:i + block_size]) for i in range(0, len(track_ids), block_size)]
     n_blocks = len(blocks)
     if n_blocks == 0:
         return 0, 0
-    # Stage 1: pack the blocks (the workers read the catalog; the client only lists files).
-    packed = client.gather(client.map(_pack, blocks, [scratch] * n_blocks, list(range(n_blocks)), pure=False))
+    # Stage 1: pack the blocks (the workers read the catalog; the client only lists tracks).
+    packed = client.gather(client.map(_pack, [root] * n_blocks, [model] * n_blocks, blocks, [scratch] * n_blocks,
+                                      list(range(n_blocks)), pure=False))
     dims = {d for _, d in packed}
     if len(dims) != 1:
         raise ValueError(f"embedding parts of one model have different dimensions: {sorted(dims)}")
@@ -215,7 +278,7 @@ def knn_blocked(files: Sequence[Path], *, k: int, block_size: int, scratch: str 
             level = [merge(level[i], level[i + 1], k) if i + 1 < len(level) else level[i]
                      for i in range(0, len(level), 2)]
         writes.append(write(level[0], scratch, q, starts, os.path.join(out_dir, f"part-{q:06d}.parquet")))
-    log.info("kNN: %d tracks in %d blocks, %d block pairs", len(files), n_blocks, n_blocks ** 2)
+    log.info("kNN: %d tracks in %d blocks, %d block pairs", len(track_ids), n_blocks, n_blocks ** 2)
     rows = client.gather(client.compute(writes))
     return int(sum(rows)), int(dims.pop())
 

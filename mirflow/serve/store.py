@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from mirflow.catalog.layout import Catalog
+from mirflow.catalog.schema import table_schema
 from mirflow.errors import CatalogError
 from mirflow.query import connect
 
@@ -105,7 +106,8 @@ class CatalogStore:
     The list endpoint filters a snapshot of :data:`SUMMARY_COLUMNS` taken at
     start-up (one small row per track, in memory), so a request costs a scan
     of that table instead of opening every part file of the catalog; a single
-    track is read from its own part file. Tracks analyzed after start-up show
+    track is read with :meth:`Catalog.rows_of` (its loose part, or a point
+    look-up in the compacted files). Tracks analyzed after start-up show
     up in ``GET /tracks/{id}`` but not in the list until a restart.
     """
 
@@ -120,6 +122,7 @@ class CatalogStore:
         self._con = connect(self.catalog, read_only=False)
         columns = {d[0] for d in self._con.execute("SELECT * FROM tracks LIMIT 0").description}
         self.summary_columns: tuple[str, ...] = tuple(c for c in SUMMARY_COLUMNS if c in columns)
+        self._track_columns: tuple[str, ...] = tuple(table_schema("tracks").names)
         self._con.execute(
             f"CREATE TABLE {_SUMMARY_TABLE} AS SELECT {', '.join(self.summary_columns)} FROM tracks"
         )
@@ -143,23 +146,20 @@ class CatalogStore:
         """The full ``tracks`` row of ``track_id`` as JSON-ready values; None when it is not there."""
         if not is_track_id(track_id):
             raise ValueError(f"not a track id: {track_id!r}")
-        # The part's name is derived from the validated id, never from raw request text.
-        part = self.catalog.part_path("tracks", track_id)
-        if not part.is_file():
+        # Catalog.rows_of: the track's loose part when it has one (a tombstone
+        # when deleted), else its rows in the compacted generation; the file
+        # names come from the validated id, never from raw request text.
+        rows = self.catalog.rows_of("tracks", track_id)
+        if rows.num_rows == 0:
             return None
-        cur = self._cursor()
-        try:
-            rows = cur.execute("SELECT * FROM read_parquet(?) WHERE track_id = ?",
-                               [str(part), track_id]).fetchall()
-            names = [d[0] for d in cur.description]
-        finally:
-            cur.close()
-        if not rows:
-            return None
-        return {name: jsonable(value) for name, value in zip(names, rows[0], strict=True)}
+        row = {name: jsonable(value) for name, value in rows.slice(0, 1).to_pylist()[0].items()}
+        # A part written before a column joined the schema lacks it; compacted
+        # files have every column: null-fill, as read_table does, so a track
+        # reads the same whether or not it was compacted.
+        return {name: row.get(name) for name in self._track_columns} | row
 
     def has_track(self, track_id: str) -> bool:
-        return is_track_id(track_id) and self.catalog.part_path("tracks", track_id).is_file()
+        return is_track_id(track_id) and self.catalog.rows_of("tracks", track_id).num_rows > 0
 
     def list_tracks(self, filters: TrackFilters, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         """``(total, rows)``: tracks matching ``filters``, ordered by track id, one page of them."""
