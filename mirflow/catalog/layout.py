@@ -404,6 +404,39 @@ class Catalog:
             return table_schema(table).empty_table()
         raise CatalogError(f"{table}: compactions kept committing while {key} was looked up; try again")
 
+    def rows_of_many(self, table: str, keys: Iterable[str], *, partition: str | None = None,
+                     columns: list[str] | None = None) -> pa.Table | None:
+        """The rows of many keys (track ids of a batch), loose or compacted; ``None`` when none has rows.
+
+        Without a compaction each key's own part is read (a batch costs its own
+        files, not a listing of the table). Once the table is compacted, one
+        :meth:`snapshot`: the keys' live loose parts plus one read of each
+        compacted file filtered on its sorted key column (row-group statistics
+        prune it), leaving out keys a loose part overrides. Tombstones add no rows.
+        """
+        wanted = sorted(set(keys))
+        if self.compaction_record(table) is None:
+            files = [p for k in wanted if (p := self.part_path(table, k, partition)).exists()]
+            pieces = [pq.read_table(f, columns=columns) for f in files]
+            if self.compaction_record(table) is None:  # no compaction folded them away meanwhile
+                return _concat_nonempty(pieces)
+        for attempt in range(5):
+            snap = self.snapshot(table, partition)
+            wanted_set = set(wanted)
+            live = [p for p in snap.loose if p.key in wanted_set]
+            compacted_keys = sorted(wanted_set - snap.hidden_keys().get(partition, set()))
+            try:
+                pieces = [pq.read_table(p.path, columns=columns) for p in live]
+                if compacted_keys:
+                    pieces += [pq.read_table(f, columns=columns, filters=[(KEY_COLUMN, "in", compacted_keys)])
+                               for _, f in snap.compacted]
+            except FileNotFoundError:  # a newer compaction removed what the snapshot listed
+                if attempt == 4:
+                    raise
+                continue
+            return _concat_nonempty(pieces)
+        raise AssertionError("unreachable")
+
     def readable_parts(self, table: str, partition: str | None = None) -> list[Path]:
         """The live loose parts of ``table`` that are whole Parquet files; damaged ones are logged and left out.
 
@@ -588,6 +621,14 @@ CURRENT = "CURRENT.json"
 #: Hidden columns of compacted files: the part key a row came from, and the
 #: pipeline fingerprint that wrote it (long tables).
 KEY_COLUMN = "_part_key"
+
+
+def _concat_nonempty(pieces: list[pa.Table]) -> pa.Table | None:
+    pieces = [p for p in pieces if p.num_rows]
+    if not pieces:
+        return None
+    data = pa.concat_tables(pieces, promote_options="default")
+    return data.drop_columns([c for c in (KEY_COLUMN, VERSION_COLUMN) if c in data.column_names])
 VERSION_COLUMN = "_pipeline_version"
 #: Schema metadata of a loose long-table part: the pipeline fingerprint that wrote it.
 VERSION_META = b"mirflow.pipeline_version"

@@ -26,10 +26,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mirflow.catalog import Catalog, table_schema
-from mirflow.catalog.layout import KEY_COLUMN
 from mirflow.errors import CatalogError
 from mirflow.ml.errors import FeatureError, IncompatibleModelError
 
@@ -258,51 +256,15 @@ def load_features(cat: Catalog, features: Sequence[Feature],
 
 def _read_parts(cat: Catalog, table: str, partition: str | None, track_ids: Sequence[str],
                 columns: list[str]) -> pa.Table | None:
-    """Rows of ``track_ids`` (tracks without rows are skipped), loose or compacted.
-
-    Without a compaction each track's own part is read (a batch costs its
-    own files, not a listing of the table). Once the table is compacted, one
-    :meth:`Catalog.snapshot` per batch: the batch's live loose parts, plus one
-    read of the compacted files filtered on the hidden key column (row-group
-    statistics of the sorted key prune it), leaving out keys a loose part
-    overrides.
-    """
+    """Rows of ``track_ids``, loose or compacted (:meth:`Catalog.rows_of_many`); ``None`` when none has rows."""
     try:
-        if cat.compaction_record(table) is None:
-            files = [p for t in track_ids if (p := cat.part_path(table, t, partition)).exists()]
-            pieces = [pq.read_table(f, columns=columns) for f in files]
-            if cat.compaction_record(table) is None:  # no compaction folded them away meanwhile
-                return _concat_of(pieces, track_ids)
-        for attempt in range(5):
-            snap = cat.snapshot(table, partition)
-            wanted_keys = set(track_ids)
-            live = [p for p in snap.loose if p.key in wanted_keys]
-            hidden = sorted(snap.hidden_keys().get(partition, set()) & wanted_keys)
-            keys = sorted(wanted_keys - set(hidden))
-            try:
-                pieces = [pq.read_table(p.path, columns=columns) for p in live]
-                for _, f in snap.compacted:
-                    if keys:
-                        pieces.append(pq.read_table(f, columns=columns,
-                                                    filters=[(KEY_COLUMN, "in", keys)]))
-            except FileNotFoundError:  # a newer compaction removed what the snapshot listed
-                if attempt == 4:
-                    raise
-                continue
-            return _concat_of(pieces, track_ids)
+        data = cat.rows_of_many(table, track_ids, partition=partition, columns=columns)
     except (KeyError, pa.ArrowInvalid) as exc:
         # A part written before a column existed: say which, not a pyarrow trace.
         raise IncompatibleModelError(f"catalog {cat.root}: {table} parts lack a feature column: {exc}") from None
-    raise AssertionError("unreachable")
-
-
-def _concat_of(pieces: list[pa.Table], track_ids: Sequence[str]) -> pa.Table | None:
-    pieces = [p for p in pieces if p.num_rows]  # tombstones hide their key and add no rows
-    if not pieces:
+    if data is None:
         return None
-    data = pa.concat_tables(pieces, promote_options="default")
-    wanted = pa.array(list(track_ids), type=pa.string())
-    return data.filter(pc.is_in(data.column("track_id"), value_set=wanted))
+    return data.filter(pc.is_in(data.column("track_id"), value_set=pa.array(list(track_ids), type=pa.string())))
 
 
 def _column_values(col: pa.ChunkedArray, f: Feature) -> np.ndarray:

@@ -82,34 +82,11 @@ def embedding_rows(catalog: str | os.PathLike[str] | Catalog, model: str, track_
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
-    columns = ["track_id", "embedding"]
-    pieces: list[pa.Table] | None = None
-    if cat.compaction_record("embeddings") is None:
-        files = [p for t in track_ids if (p := cat.part_path("embeddings", t, partition=model)).exists()]
-        pieces = [pq.read_table(f, columns=columns) for f in files]
-        if cat.compaction_record("embeddings") is not None:  # a compaction folded them away meanwhile
-            pieces = None
-    for attempt in range(5):
-        if pieces is not None:
-            break
-        snap = cat.snapshot("embeddings", model)
-        wanted = set(track_ids)
-        keys = sorted(wanted - snap.hidden_keys().get(model, set()))
-        try:
-            pieces = [pq.read_table(p.path, columns=columns) for p in snap.loose if p.key in wanted]
-            pieces += [pq.read_table(f, columns=columns, filters=[(KEY_COLUMN, "in", keys)])
-                       for _, f in snap.compacted if keys]
-        except FileNotFoundError:  # a newer compaction removed what the snapshot listed
-            if attempt == 4:
-                raise
-            pieces = None
-    pieces = [p for p in pieces or [] if p.num_rows]
-    if not pieces:
+    table = cat.rows_of_many("embeddings", track_ids, partition=model, columns=["track_id", "embedding"])
+    if table is None:
         return pa.table({"track_id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))})
-    table = pa.concat_tables(pieces, promote_options="default")
     table = table.filter(pc.is_in(table.column("track_id"), value_set=pa.array(list(track_ids), pa.string())))
     return table.sort_by("track_id")
 
