@@ -8,6 +8,7 @@ never from a request.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -177,21 +178,10 @@ class CatalogStore:
 
 
 def _where(filters: TrackFilters) -> tuple[str, list[object]]:
-    """A WHERE clause of fixed text with one ``?`` per filter value."""
-    clauses: list[str] = []
-    params: list[object] = []
-    if filters.tempo_min is not None:
-        clauses.append("tempo_bpm >= ?")
-        params.append(filters.tempo_min)
-    if filters.tempo_max is not None:
-        clauses.append("tempo_bpm <= ?")
-        params.append(filters.tempo_max)
-    if filters.key is not None:
-        clauses.append("key = ?")
-        params.append(filters.key)
-    if filters.camelot is not None:
-        clauses.append("key_camelot = ?")
-        params.append(filters.camelot)
+    """A WHERE clause of fixed text with one ``?`` per filter value (the similarity search's own builder)."""
+    from mirflow.index.search import filters_sql
+
+    clauses, params = filters_sql(dataclasses.asdict(filters))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
