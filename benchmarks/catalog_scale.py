@@ -189,6 +189,15 @@ def generate_compacted(root: Path, n: int, *, beats: int, dim: int) -> float:
             {"path": rel, "partition": "descriptor" if table == "embeddings" else None, "rows": rows[table],
              "bytes": (comp / rel).stat().st_size, "lo": None, "hi": None}],
             "folded": f"{gen}/folded.parquet", "previous": None, "cleaned": True})
+    # As a compaction does: record which long tables' rows are all current for this tracks generation.
+    from mirflow.catalog.compact import rows_current_with
+
+    for table in writers:
+        comp = root / table / COMPACTED
+        record = cat.compaction_record(table)
+        current_with = rows_current_with(cat, table, [comp / f["path"] for f in record["files"]])
+        if current_with:
+            _write_record(comp, {**record, "current_with": current_with})
     return time.perf_counter() - started
 
 

@@ -317,3 +317,39 @@ def test_rows_of_one_key_before_and_after_compaction(work):
     cat.remove_part("beats", tid)
     assert cat.rows_of("beats", tid).num_rows == 0
     assert cat.rows_of("tracks", "0" * 32).num_rows == 0
+
+
+def _joins_tracks(con, view: str) -> bool:
+    plan = "\n".join(row[1] for row in con.execute(f"EXPLAIN SELECT * FROM {view}").fetchall())
+    return "SEMI" in plan
+
+
+def test_rows_proven_current_at_compaction_are_served_without_the_tracks_join(work):
+    """The compactor records which tracks generation a long table's rows are all current for; readers skip the
+    join with tracks only while tracks is still exactly that (same generation, no loose part)."""
+    music, catalog, _ = work
+    compact(catalog)
+    cat = Catalog(catalog)
+    tracks_gen = cat.compaction_record("tracks")["generation"]
+    assert cat.compaction_record("beats")["current_with"] == tracks_gen
+    expected = expected_rows(readers(catalog))
+    con = connect(cat)
+    assert not _joins_tracks(con, "beats")
+    assert_exactly_once(readers(catalog), expected)
+    con.close()
+
+    # A removed track is a tombstone in tracks: its compacted beats must disappear, so the join is back.
+    gone = sorted(cat.existing_tracks())[0]
+    assert cat.remove_part("tracks", gone)
+    con = connect(cat)
+    assert _joins_tracks(con, "beats")
+    assert gone not in {t for (t,) in con.execute("SELECT DISTINCT track_id FROM beats").fetchall()}
+    con.close()
+    # Compacted again, the beats of the removed track are orphans: not provably current, so still joined.
+    compact(catalog)
+    assert cat.compaction_record("beats")["current_with"] is None
+    con = connect(cat)
+    assert _joins_tracks(con, "beats")
+    served = {t for (t,) in con.execute("SELECT DISTINCT track_id FROM beats").fetchall()}
+    assert gone not in served and served == set(cat.existing_tracks())
+    con.close()

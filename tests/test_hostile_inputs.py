@@ -410,7 +410,7 @@ def test_bad_manifests_give_clear_messages_or_error_rows(tmp_path):
     assert [Path(p).name for p in expansion.paths] == ["a.wav", os.fsdecode(latin_name), "Ünïcode.wav"]
     assert all(os.path.exists(p) for p in expansion.paths)
     assert [(Path(p.path).name, p.message) for p in expansion.problems] == [
-        ("list.m3u:6", "not a local file path: http://radio.example/stream"),
+        ("list.m3u:6", "not a local file path or an object-storage URL: http://radio.example/stream"),
         ("tracks.csv:3", "empty path in the manifest"),
     ]
     catalog = tmp_path / "cat"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from mirflow.storage import is_url
+
 _CHUNK = 1 << 20
 
 
@@ -23,7 +25,13 @@ def content_hash(path: str | os.PathLike[str]) -> str:
     'cf4ab791c62b8d2b2109c90275287816'
     """
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
+    if is_url(path):  # an object in object storage: streamed, never whole in memory
+        import fsspec
+
+        opened = fsspec.open(path, "rb")
+    else:
+        opened = open(path, "rb")
+    with opened as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()

@@ -167,6 +167,9 @@ def maybe_compact(catalog: str | os.PathLike[str] | Catalog, *,
     running (it folds this run's parts, or the next one does).
     """
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
+    if not cat.is_local:
+        log.info("%s is in object storage: not compacted (see docs/scale.md)", cat.url)
+        return None
     if not needs_compaction(cat, min_loose_parts=min_loose_parts):
         return None
     try:
@@ -197,7 +200,10 @@ def compact(catalog: str | os.PathLike[str] | Catalog, *, tables: list[str] | No
     """
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     if cat.read_manifest() is None:
-        raise CatalogError(f"{cat.root} is not a mirflow catalog (no manifest.json)")
+        raise CatalogError(f"{cat.url} is not a mirflow catalog (no manifest.json)")
+    # The commit protocol needs renames, hard links and a lock (the module
+    # docstring); object stores offer none of them.
+    cat.local_root("compaction")
     started = time.perf_counter()
     summary = CompactionSummary()
     names = tables or list(load_schemas())
@@ -228,11 +234,10 @@ def _compact_table(cat: Catalog, table: str, *, min_loose_parts: int) -> TableCo
     live = [p for p in loose if p.rel not in carried_rels]
     to_fold = [p for p in live if part_is_intact(p.path)]  # damaged ones stay loose for the quarantine
     _crash_point("listed", table)
-    if len(live) <= min_loose_parts and not carried:
-        _remove_stale_generations(comp_dir, record)
-        out.seconds = time.perf_counter() - started
-        return out
-    if not to_fold and record is not None and not carried:
+    if (len(live) <= min_loose_parts and not carried) or (not to_fold and record is not None and not carried):
+        if len(live) <= min_loose_parts and not carried:
+            _remove_stale_generations(comp_dir, record)
+        _refresh_current_with(cat, table, comp_dir, record)
         out.seconds = time.perf_counter() - started
         return out
 
@@ -270,6 +275,7 @@ def _compact_table(cat: Catalog, table: str, *, min_loose_parts: int) -> TableCo
         "format": 1, "table": table, "generation": generation, "created_at": utcnow().isoformat(),
         "files": files_meta, "folded": f"{generation}/folded.parquet", "folded_count": len(folded_rows),
         "previous": (record or {}).get("generation"), "cleaned": False,
+        "current_with": rows_current_with(cat, table, [comp_dir / f["path"] for f in files_meta]),
     }
     _write_record(comp_dir, new_record)  # the commit
     # Again after the commit: a writer deleting a part between the check
@@ -304,6 +310,52 @@ def _compact_table(cat: Catalog, table: str, *, min_loose_parts: int) -> TableCo
     log.info("compacted %s: %d parts folded into %d files (%d rows), %d deleted, %d kept (rewritten)",
              table, out.folded_parts, out.files, out.rows, deleted, kept)
     return out
+
+
+def rows_current_with(cat: Catalog, table: str, files: list[Path]) -> str | None:
+    """The ``tracks`` generation for which every row of ``files`` is current, or ``None``.
+
+    A row of a per-track long table is current when its track is in
+    ``tracks`` and its pipeline fingerprint is the track's (or unknown).
+    Readers must otherwise join every compacted row with ``tracks`` (about
+    a second per million rows); recorded here, they can skip that join for
+    as long as ``tracks`` stays this generation with no loose part (see
+    ``mirflow.query``). Checked batch by batch, so memory stays flat.
+    """
+    from mirflow.catalog.layout import PATH_TABLES
+
+    if table in PATH_TABLES or table == "tracks" or "track_id" not in table_schema(table).names or not files:
+        return None
+    tracks = cat.snapshot("tracks")
+    if tracks.generation is None or tracks.loose:
+        return None
+    current = pa.concat_tables([pq.read_table(f, columns=["track_id", "pipeline_version"])
+                                for _, f in tracks.compacted])
+    ids = current.column("track_id").combine_chunks()
+    versions = current.column("pipeline_version").combine_chunks()
+    for f in files:
+        parquet = pq.ParquetFile(f)
+        columns = ["track_id"] + ([VERSION_COLUMN] if VERSION_COLUMN in parquet.schema_arrow.names else [])
+        for batch in parquet.iter_batches(columns=columns, batch_size=1 << 18):
+            idx = pc.index_in(batch.column(0), value_set=ids)
+            if idx.null_count:
+                return None  # a row of a track that is not committed
+            if len(columns) == 2:
+                mine = batch.column(1)
+                same = pc.or_(pc.is_null(mine), pc.fill_null(pc.equal(mine, pc.take(versions, idx)), False))
+                if not pc.all(same).as_py():
+                    return None
+    return tracks.generation
+
+
+def _refresh_current_with(cat: Catalog, table: str, comp_dir: Path, record: dict[str, Any] | None) -> None:
+    """Re-check an unchanged generation against a newer ``tracks`` generation (same files, new record)."""
+    if record is None:
+        return
+    files = [comp_dir / f["path"] for f in record["files"]]
+    current_with = rows_current_with(cat, table, files)
+    if current_with != record.get("current_with"):
+        _write_record(comp_dir, {**record, "current_with": current_with})
 
 
 def _bucket_bounds(n_buckets: int) -> list[tuple[str | None, str | None]]:

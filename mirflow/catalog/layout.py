@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from mirflow._version import __version__
 from mirflow.catalog.schema import load_schemas
 from mirflow.errors import CatalogError, CatalogFullError
+from mirflow.storage import is_url
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,16 @@ class FileFacts(NamedTuple):
     inode: int | None
     track_id: str
 
-    def matches(self, st: os.stat_result) -> bool:
-        """Whether ``st`` shows the same, unchanged file (the hash can be reused).
+    def matches(self, identity: tuple[int, int, int, int]) -> bool:
+        """Whether ``(size, mtime_ns, ctime_ns, inode)`` shows the same, unchanged file (the hash can be reused).
 
         Size and mtime alone can be restored after a rewrite (``touch -r``);
         the status-change time cannot, and a replaced file has a new inode.
+        (For objects, :func:`mirflow.storage.object_identity`: the ETag.)
         Rows from before these were recorded never match: they are re-hashed.
         """
         return (self.ctime_ns is not None and self.inode is not None
-                and (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-                == (self.size, self.mtime_ns, self.ctime_ns, self.inode))
+                and tuple(identity) == (self.size, self.mtime_ns, self.ctime_ns, self.inode))
 
 
 def utcnow() -> dt.datetime:
@@ -130,11 +131,62 @@ class Catalog:
         The folder (created on first write).
     """
 
+    #: The pyarrow filesystem of the parts (``None``: the local one).
+    arrow_fs: Any = None
+
+    def __new__(cls, root: str | os.PathLike[str]) -> Catalog:
+        # A URL (s3://bucket/prefix) is a catalog in object storage, with the
+        # same API; callers need not know which they hold.
+        if cls is Catalog and is_url(root):
+            from mirflow.catalog.remote import ObjectCatalog
+
+            return super().__new__(ObjectCatalog)
+        return super().__new__(cls)
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
 
     def __repr__(self) -> str:
-        return f"Catalog({str(self.root)!r})"
+        return f"Catalog({self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """Where the catalog is, as the user names it (a folder or an ``s3://`` URL); workers open this."""
+        return str(self.root)
+
+    @property
+    def is_local(self) -> bool:
+        return True
+
+    def local_root(self, purpose: str) -> Path:
+        """The catalog folder, for work that needs a local file system (FAISS indexes, models).
+
+        Raises
+        ------
+        CatalogError
+            For a catalog in object storage.
+        """
+        return self.root
+
+    def file_size(self, path: Path) -> int:
+        """Bytes of one file of the catalog."""
+        return path.stat().st_size
+
+    def usage(self) -> tuple[int, int]:
+        """``(bytes, files)`` of everything under the catalog."""
+        size = n_files = 0
+        for folder, _, names in os.walk(self.root):
+            for n in names:
+                try:
+                    size += os.lstat(os.path.join(folder, n)).st_size
+                    n_files += 1
+                except OSError:  # removed while we walked
+                    continue
+        return size, n_files
+
+    def part_intact(self, path: Path) -> bool:
+        """Whether the part at ``path`` is a whole Parquet file (see :func:`part_is_intact`)."""
+        return part_is_intact(path)
 
     # ----------------------------------------------------------------- layout
     def table_dir(self, table: str) -> Path:
@@ -197,12 +249,11 @@ class Catalog:
         moved = []
         for table in load_schemas():
             for part in self.parts(table):
-                if part_is_intact(part):
+                if self.part_intact(part):
                     continue
                 target = self.root / "_quarantine" / part.relative_to(self.root)
                 target = target.with_name(f"{target.stem}.{uuid.uuid4().hex[:8]}{target.suffix}")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(part, target)
+                self._move(part, target)
                 moved.append(target)
                 if table not in PATH_TABLES:
                     # The track's parts are no longer whole: drop its commit
@@ -210,6 +261,10 @@ class Catalog:
                     self.remove_part("tracks", part.stem)
                 log.warning("quarantined a damaged part of %s: %s -> %s", table, part, target)
         return moved
+
+    def _move(self, source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
 
     def partitions(self, table: str) -> list[str]:
         """Partition folder names of a table whose schema sets ``partition_by`` (e.g. embedding models)."""
@@ -416,8 +471,8 @@ class Catalog:
         """
         wanted = sorted(set(keys))
         if self.compaction_record(table) is None:
-            files = [p for k in wanted if (p := self.part_path(table, k, partition)).exists()]
-            pieces = [pq.read_table(f, columns=columns) for f in files]
+            files = [p for k in wanted if self._exists(p := self.part_path(table, k, partition))]
+            pieces = [pq.read_table(f, columns=columns, filesystem=self.arrow_fs) for f in files]
             if self.compaction_record(table) is None:  # no compaction folded them away meanwhile
                 return _concat_nonempty(pieces)
         for attempt in range(5):
@@ -426,7 +481,7 @@ class Catalog:
             live = [p for p in snap.loose if p.key in wanted_set]
             compacted_keys = sorted(wanted_set - snap.hidden_keys().get(partition, set()))
             try:
-                pieces = [pq.read_table(p.path, columns=columns) for p in live]
+                pieces = [pq.read_table(p.path, columns=columns, filesystem=self.arrow_fs) for p in live]
                 if compacted_keys:
                     pieces += [pq.read_table(f, columns=columns, filters=[(KEY_COLUMN, "in", compacted_keys)])
                                for _, f in snap.compacted]
@@ -446,7 +501,7 @@ class Catalog:
         Compacted rows are not here: read them through :meth:`snapshot` or
         :meth:`read_table`.
         """
-        return _intact(table, [p.path for p in self.snapshot(table, partition).loose])
+        return _intact(table, [p.path for p in self.snapshot(table, partition).loose], self.part_intact)
 
     def read_table(self, table: str, columns: list[str] | None = None,
                    partition: str | None = None, *, with_versions: bool = False) -> pa.Table:
@@ -489,9 +544,9 @@ class Catalog:
 
         hidden = snap.hidden_keys()
         for part_name, f in snap.compacted:
-            present = pq.read_schema(f).names
+            present = pq.read_schema(f, filesystem=self.arrow_fs).names
             read_cols = [c for c in [*wanted, KEY_COLUMN, VERSION_COLUMN] if c in present]
-            data = pq.read_table(f, columns=read_cols)
+            data = pq.read_table(f, columns=read_cols, filesystem=self.arrow_fs)
             keys = hidden.get(part_name)
             if keys:
                 data = data.filter(pc.invert(pc.is_in(data.column(KEY_COLUMN), value_set=pa.array(sorted(keys)))))
@@ -504,19 +559,19 @@ class Catalog:
             import pyarrow.dataset as ds
 
             try:
-                bulk = ds.dataset([str(p.path) for p in loose], schema=canonical, format="parquet").to_table(
-                    columns=wanted)
+                bulk = ds.dataset([str(p.path) for p in loose], schema=canonical, format="parquet",
+                                  filesystem=self.arrow_fs).to_table(columns=wanted)
                 if bulk.num_rows:
                     tables.append(bulk)
                 loose = []
             except (OSError, pa.ArrowException) as exc:
                 log.debug("%s: bulk read failed (%s); reading parts one by one", table, exc)
         for p in loose:
-            if not part_is_intact(p.path):
+            if not self.part_intact(p.path):
                 log.warning("%s: damaged part left out (the next `mirflow analyze` quarantines it): %s", table, p.path)
                 continue
             try:
-                part = pq.ParquetFile(p.path).read()
+                part = pq.ParquetFile(str(p.path), filesystem=self.arrow_fs).read()
             except FileNotFoundError:
                 raise
             except (OSError, pa.ArrowException) as exc:  # damaged inside despite whole ends
@@ -562,12 +617,27 @@ class Catalog:
         return self.root / MANIFEST
 
     def read_manifest(self) -> dict[str, Any] | None:
-        if not self.manifest_path.exists():
-            return None
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CatalogError(f"unreadable catalog manifest {self.manifest_path}: {exc}") from None
+            raw = self._read_bytes(self.manifest_path)
+            if raw is None:
+                return None
+            return json.loads(raw.decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CatalogError(f"unreadable catalog manifest {self.url}/{MANIFEST}: {exc}") from None
+
+    def _read_bytes(self, path: Path) -> bytes | None:
+        """The bytes of a small file of the catalog, ``None`` when it does not exist."""
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def _is_empty(self) -> bool:
+        """Whether nothing is at the catalog's place yet (a folder that may be created)."""
+        return not self.root.exists() or not any(self.root.iterdir())
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -584,8 +654,8 @@ class Catalog:
         """Create the catalog or check that it belongs to ``pipeline_name``; return the manifest."""
         manifest = self.read_manifest()
         if manifest is None:
-            if self.root.exists() and any(self.root.iterdir()):
-                raise CatalogError(f"{self.root} exists, is not empty and is not a mirflow catalog")
+            if not self._is_empty():
+                raise CatalogError(f"{self.url} exists, is not empty and is not a mirflow catalog")
             manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -595,10 +665,10 @@ class Catalog:
                 "runs": [],
             }
         if manifest.get("format") != FORMAT:
-            raise CatalogError(f"{self.manifest_path} is not a mirflow catalog manifest")
+            raise CatalogError(f"{self.url}/{MANIFEST} is not a mirflow catalog manifest")
         if manifest.get("pipeline") != pipeline_name:
             raise CatalogError(
-                f"catalog {self.root} holds pipeline {manifest.get('pipeline')!r}, not {pipeline_name!r}; "
+                f"catalog {self.url} holds pipeline {manifest.get('pipeline')!r}, not {pipeline_name!r}; "
                 "use another --catalog folder for another pipeline"
             )
         manifest["schemas"] = {name: s.version for name, s in load_schemas().items()}
@@ -715,8 +785,8 @@ def _read_folded(path: Path) -> dict[str, tuple[int, int, int]]:
         data["rel"], data["size"], data["mtime_ns"], data["inode"], strict=True)}
 
 
-def _intact(table: str, paths: list[Path]) -> list[Path]:
-    good = [p for p in paths if part_is_intact(p)]
+def _intact(table: str, paths: list[Path], check=None) -> list[Path]:
+    good = [p for p in paths if (check or part_is_intact)(p)]
     if len(good) < len(paths):
         bad = sorted(set(paths) - set(good))
         log.warning("%s: %d damaged part(s) left out (the next `mirflow analyze` quarantines them): %s",

@@ -418,10 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
 mirflow analyze ~/music /data/*.flac tracks.csv --catalog cat/ --workers 8
 mirflow analyze ~/music --catalog cat/ --dry-run
 mirflow analyze ~/music --catalog cat/ --scheduler tcp://10.0.0.5:8786
+mirflow analyze s3://my-bucket/music/ --catalog s3://my-bucket/catalog
 mirflow analyze ~/music --catalog cat/ --pipeline permissive --log-format json -q""")
     a.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="files, folders (walked), globs, or manifests (.txt/.m3u/.csv/.parquet with a path column)")
-    a.add_argument("--catalog", required=True, help="catalog folder (created if missing)")
+                   help="files, folders (walked), globs, manifests (.txt/.m3u/.csv/.parquet with a path column), "
+                        "or object-storage URLs (s3://bucket/prefix/, s3://bucket/**/*.flac)")
+    a.add_argument("--catalog", required=True,
+                   help="catalog folder, or object-storage URL such as s3://bucket/prefix (created if missing; "
+                        "credentials and endpoint from the usual AWS_* variables, see docs/scale-out.md)")
     a.add_argument("--pipeline", default="default", help="shipped pipeline name (see `mirflow pipelines`) or YAML file")
     a.add_argument("--workers", type=int, default=2, help="local worker processes")
     a.add_argument("--threads-per-worker", type=int, default=1, help="threads per local worker process")
@@ -455,7 +459,7 @@ mirflow analyze ~/music --catalog cat/ --pipeline permissive --log-format json -
 mirflow query cat/ "select stage, count(*) from errors group by stage"
 mirflow query cat/ "select r, count(*) from (select unnest(empty_reasons) r from tracks) group by r"
 mirflow query cat/ "select * from tracks where tempo_bpm between 120 and 130" --output fast.csv""")
-    q.add_argument("catalog", help="catalog folder")
+    q.add_argument("catalog", help="catalog folder or s3:// URL")
     q.add_argument("sql", help="one SQL statement (DuckDB dialect)")
     q.add_argument("--output", metavar="FILE", help="write the result to a .csv or .parquet file instead of printing")
     q.add_argument("--max-rows", type=int, default=50, help="rows printed at most")

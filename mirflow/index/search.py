@@ -335,7 +335,7 @@ def similar(catalog: str | os.PathLike[str] | Catalog, *, track_id: str | None =
         except IndexNotFoundError:
             index = exact_in_memory(cat, embedding=embedding)
             log.info("%s (build one with `mirflow index build %s --embedding %s`)",
-                     index.info.message, cat.root, embedding)
+                     index.info.message, cat.url, embedding)
     con = connect(cat)
     exclude: list[str] = []
     if track_id is not None:
@@ -346,7 +346,7 @@ def similar(catalog: str | os.PathLike[str] | Catalog, *, track_id: str | None =
             query = _catalog_vector(cat, embedding, track_id)
             if query is None:
                 if row is None:
-                    raise UnknownTrackError(f"no track {track_id!r} in catalog {cat.root}")
+                    raise UnknownTrackError(f"no track {track_id!r} in catalog {cat.url}")
                 raise UnknownTrackError(f"track {track_id!r} has no {embedding} embedding")
             log.warning("track %s is not in the %s index (it is newer); searching with its catalog vector",
                         track_id, embedding)

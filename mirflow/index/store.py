@@ -163,7 +163,7 @@ def open_catalog(catalog: str | os.PathLike[str] | Catalog) -> Catalog:
     """The :class:`Catalog`, checked to be one (has a manifest)."""
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     if cat.read_manifest() is None:
-        raise CatalogError(f"{cat.root} is not a mirflow catalog (no manifest.json)")
+        raise CatalogError(f"{cat.url} is not a mirflow catalog (no manifest.json)")
     return cat
 
 
@@ -172,7 +172,7 @@ def check_embedding(cat: Catalog, embedding: str) -> None:
     available = cat.partitions("embeddings")
     if embedding not in available:
         raise UnknownEmbeddingError(
-            f"catalog {cat.root} has no embeddings of model {embedding!r}; "
+            f"catalog {cat.url} has no embeddings of model {embedding!r}; "
             f"it has: {', '.join(available) or 'none'}")
 
 
@@ -411,7 +411,7 @@ def stored_vectors(index: faiss.Index) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- storage
 def index_dir(cat: Catalog, embedding: str) -> Path:
-    return cat.root / INDEX_DIR / embedding
+    return cat.local_root("a similarity index") / INDEX_DIR / embedding
 
 
 def _now() -> str:
@@ -491,13 +491,13 @@ def read_sidecar(cat: Catalog, embedding: str) -> tuple[dict[str, Any], Path]:
         sidecar = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise IndexNotFoundError(
-            f"no similarity index of embedding {embedding!r} in {cat.root}; "
-            f"build one with `mirflow index build {cat.root} --embedding {embedding}`") from None
+            f"no similarity index of embedding {embedding!r} in {cat.url}; "
+            f"build one with `mirflow index build {cat.url} --embedding {embedding}`") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise CatalogError(f"unreadable index sidecar {path}: {exc}") from None
     if sidecar.get("format") != FORMAT or sidecar.get("format_version") != FORMAT_VERSION:
         raise CatalogError(f"{path} is not a mirflow similarity index of format version {FORMAT_VERSION}; "
-                           f"rebuild it with `mirflow index build {cat.root} --embedding {embedding}`")
+                           f"rebuild it with `mirflow index build {cat.url} --embedding {embedding}`")
     return sidecar, path
 
 
@@ -514,7 +514,7 @@ def read_stored(cat: Catalog, embedding: str) -> tuple[dict[str, Any], Path, fai
             # A concurrent build replaced the sidecar and deleted these files: read the new one.
             if attempt == 2 or (folder / sidecar["index_file"]).exists():
                 raise CatalogError(f"index files named in {path} are missing or unreadable; "
-                                   f"rebuild with `mirflow index build {cat.root} --embedding {embedding}`") from None
+                                   f"rebuild with `mirflow index build {cat.url} --embedding {embedding}`") from None
     ids = np.asarray(ids_table.column("track_id").to_pylist(), dtype=object)
     versions = np.asarray(ids_table.column("model_version").to_pylist(), dtype=object)
     if not (index.ntotal == len(ids) == sidecar["count"]):
@@ -641,7 +641,7 @@ def staleness(cat: Catalog, embedding: str, sidecar: dict[str, Any], ids: np.nda
     d = diff_ids(ids, versions, cur_ids, cur_versions)
     return (f"the similarity index of {embedding} is stale: since it was written ({sidecar['updated_at']}) "
             f"the catalog gained {d['new']} tracks, lost {d['removed']} and changed {d['changed']}; "
-            f"run `mirflow index update {cat.root} --embedding {embedding}`")
+            f"run `mirflow index update {cat.url} --embedding {embedding}`")
 
 
 def status(catalog: str | os.PathLike[str] | Catalog) -> list[dict[str, Any]]:

@@ -221,7 +221,7 @@ class TrainedClassifier:
         diffs = compatibility_problems(self.metadata, cat)
         if diffs:
             raise IncompatibleModelError(
-                f"classifier {self.name!r} (version {self.model_version}) does not fit catalog {cat.root}: "
+                f"classifier {self.name!r} (version {self.model_version}) does not fit catalog {cat.url}: "
                 + "; ".join(diffs))
 
     def predict_frame(self, catalog: str | os.PathLike[str] | Catalog,
@@ -411,7 +411,7 @@ def train(catalog: str | os.PathLike[str] | Catalog, *, labels: str | os.PathLik
                     "/".join(f.name for f in resolved if f.kind == "embedding") or "tracks row")
     X, y = X[usable], match.labels[usable].astype(str)
     if len(y) == 0:
-        raise ClassifierError(f"no labelled track of {cat.root} has all features "
+        raise ClassifierError(f"no labelled track of {cat.url} has all features "
                               f"({', '.join(f.name for f in resolved)})")
     with _threads_for(len(y)):
         best, cv = cross_validate(X, y, random_state=random_state, max_folds=max_folds)
@@ -432,7 +432,7 @@ def train(catalog: str | os.PathLike[str] | Catalog, *, labels: str | os.PathLik
         "schema_versions": catalog_schema_versions(cat),
         "cv": cv,
         "training": {
-            "catalog": str(cat.root),
+            "catalog": cat.url,
             "labels": "DataFrame" if isinstance(labels, pd.DataFrame) else str(Path(labels).expanduser().resolve()),
             "tracks": int(len(y)),
             "without_features": no_features,

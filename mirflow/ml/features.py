@@ -84,7 +84,7 @@ def open_catalog(catalog: str | os.PathLike[str] | Catalog) -> Catalog:
     """The catalog, checked to be one (it has a manifest)."""
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     if cat.read_manifest() is None:
-        raise CatalogError(f"{cat.root} is not a mirflow catalog (no manifest.json)")
+        raise CatalogError(f"{cat.url} is not a mirflow catalog (no manifest.json)")
     return cat
 
 
@@ -159,7 +159,7 @@ def resolve_features(cat: Catalog, names: Sequence[str] | None) -> list[Feature]
         default = next((m for m in DEFAULT_EMBEDDINGS if m in models), None)
         if default is None:
             raise FeatureError(
-                f"catalog {cat.root} has no {' or '.join(DEFAULT_EMBEDDINGS)} embeddings; "
+                f"catalog {cat.url} has no {' or '.join(DEFAULT_EMBEDDINGS)} embeddings; "
                 f"name features with --features (embedding models here: {', '.join(models) or 'none'}; "
                 "or numeric tracks columns such as mfcc_mean, onset_rate_per_s)")
         names = [default]
@@ -171,7 +171,7 @@ def resolve_features(cat: Catalog, names: Sequence[str] | None) -> list[Feature]
             if len(versions) != 1:
                 found = ", ".join(f"{v} ({n} tracks)" for v, (n, _) in versions.items()) or "none"
                 raise FeatureError(
-                    f"embedding {name!r} has {len(versions)} model versions in {cat.root}: {found}; "
+                    f"embedding {name!r} has {len(versions)} model versions in {cat.url}: {found}; "
                     "re-analyze with --force so that every track uses one")
             (version, (_, dim)), = versions.items()
             out.append(Feature(name=name, kind="embedding", width=dim, type=f"float32[{dim}]",
@@ -186,7 +186,7 @@ def resolve_features(cat: Catalog, names: Sequence[str] | None) -> list[Feature]
             out.append(Feature(name=name, kind="column", width=width, type=col.type))
         else:
             raise FeatureError(
-                f"unknown feature {name!r}: not an embedding model of {cat.root} "
+                f"unknown feature {name!r}: not an embedding model of {cat.url} "
                 f"({', '.join(models) or 'none'}) nor a numeric tracks column "
                 f"(e.g. {', '.join(numeric_columns()[:8])}, …)")
     return out
@@ -261,7 +261,7 @@ def _read_parts(cat: Catalog, table: str, partition: str | None, track_ids: Sequ
         data = cat.rows_of_many(table, track_ids, partition=partition, columns=columns)
     except (KeyError, pa.ArrowInvalid) as exc:
         # A part written before a column existed: say which, not a pyarrow trace.
-        raise IncompatibleModelError(f"catalog {cat.root}: {table} parts lack a feature column: {exc}") from None
+        raise IncompatibleModelError(f"catalog {cat.url}: {table} parts lack a feature column: {exc}") from None
     if data is None:
         return None
     return data.filter(pc.is_in(data.column("track_id"), value_set=pa.array(list(track_ids), type=pa.string())))

@@ -113,7 +113,7 @@ def match_labels(cat: Catalog, labels: str | os.PathLike[str] | pd.DataFrame, ta
     if not track_ids:
         hint = (" (paths are compared after os.path.abspath/realpath with the absolute paths the catalog "
                 "stores; see `mirflow query CATALOG \"select path from files\"`)" if key == "path" else "")
-        raise LabelError(f"none of the {rows} labels in {where} matched a track of {cat.root} by {key}"
+        raise LabelError(f"none of the {rows} labels in {where} matched a track of {cat.url} by {key}"
                          f"{hint}; first unmatched: {', '.join(unmatched_examples) or '-'}")
     if unmatched:
         log.warning("%d of %d labels in %s matched no track (e.g. %s)", unmatched, rows, where,

@@ -120,7 +120,7 @@ def predict(catalog: str | os.PathLike[str] | Catalog, *, model: TrainedClassifi
     all_tracks = sorted(cat.existing_tracks())
     done = set() if force else existing_predictions(cat, clf.name, clf.model_version) & set(all_tracks)
     todo = [t for t in all_tracks if t not in done]
-    summary = PredictSummary(catalog=str(cat.root), model=clf.name, model_version=clf.model_version,
+    summary = PredictSummary(catalog=cat.url, model=clf.name, model_version=clf.model_version,
                              tracks=len(all_tracks), skipped=len(done))
     if not todo:
         summary.wall_seconds = time.perf_counter() - t0
@@ -141,7 +141,7 @@ def predict(catalog: str | os.PathLike[str] | Catalog, *, model: TrainedClassifi
             progress(0, len(todo))
         # The bundle goes to each worker once, not once per task.
         [bundle_future] = client.scatter([clf.to_bytes()], broadcast=True, hash=False)
-        futures = [client.submit(predict_batch, str(cat.root), bundle_future, batch, pure=False,
+        futures = [client.submit(predict_batch, cat.url, bundle_future, batch, pure=False,
                                  key=f"mirflow-predict-{clf.name}-{i}-{os.urandom(4).hex()}")
                    for i, batch in enumerate(batches)]
         from distributed import as_completed

@@ -11,6 +11,10 @@ that is empty or not a local path, become :class:`InputProblem` records
 matches nothing at all (a typo, an empty folder, an empty manifest) is a
 :class:`~mirflow.errors.ConfigError` before anything starts.
 
+An input may also be an object-storage URL (``s3://bucket/prefix/``, a
+glob such as ``s3://bucket/music/**/*.flac``, or one object), listed through
+fsspec (:mod:`mirflow.storage`); manifests may list such URLs too.
+
 Symbolic links to folders are followed (music libraries are often
 assembled from links), with loop protection: a folder already visited in
 the same walk (same device and inode) is not entered again, so a link to
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from mirflow.audio.probe import AUDIO_EXTENSIONS
 from mirflow.errors import ConfigError
+from mirflow.storage import filesystem, is_url, url_of
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +184,13 @@ def _decode_line(raw: bytes, base: Path) -> str:
 
 
 def _manifest_entry(entry: str, base: Path) -> str | None:
-    """An absolute local path for a manifest entry, or ``None`` for a URL."""
+    """An absolute local path or an object URL for a manifest entry, or ``None`` for a URL mirflow cannot read."""
     if entry.startswith("file://"):
         from urllib.parse import unquote_to_bytes, urlsplit
 
         return os.fsdecode(unquote_to_bytes(urlsplit(entry).path))
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+://", entry):
-        return None
+        return entry if _object_url(entry) else None
     entry = os.path.expanduser(entry)
     return entry if os.path.isabs(entry) else str(base / entry)
 
@@ -236,10 +241,41 @@ def _read_manifest(path: Path, problems: list[InputProblem]) -> list[str]:
             continue
         local = _manifest_entry(entry, base)
         if local is None:
-            problems.append(InputProblem(f"{where}:{line}", f"not a local file path: {entry}"))
+            problems.append(InputProblem(f"{where}:{line}", f"not a local file path or an object-storage URL: {entry}"))
             continue
         out.append(local)
     return out
+
+
+# --------------------------------------------------------------------- object storage
+def _object_url(url: str) -> bool:
+    """Whether ``url`` is in an object store fsspec can open (``s3://``; not ``http://`` pages)."""
+    if not is_url(url):
+        return False
+    import fsspec
+
+    protocol = url.split("://", 1)[0].lower()
+    return protocol in fsspec.available_protocols() and protocol not in {"http", "https", "ftp"}
+
+
+def _expand_url(url: str, problems: list[InputProblem]) -> list[str]:
+    """The audio objects an object-storage input names: one object, every one under a prefix, or a glob."""
+    try:
+        fs, path = filesystem(url)
+        if glob.has_magic(path):
+            found = [p for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"]
+        elif fs.isdir(path):
+            found = fs.find(path)
+        elif fs.exists(path):
+            return [url_of(fs, path)]
+        else:
+            raise ConfigError(f"input {url!r} does not exist")
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as exc:  # no such bucket, no credentials, endpoint down
+        problems.append(InputProblem(url, f"cannot list objects: {exc}"))
+        return []
+    return [url_of(fs, p) for p in sorted(found) if _is_audio_name(p.rsplit("/", 1)[-1])]
 
 
 # --------------------------------------------------------------------- expansion
@@ -256,7 +292,7 @@ def expand(inputs: Iterable[str | os.PathLike[str]], *, limit: int | None = None
     seen: set[str] = set()
 
     def add(p: str) -> None:
-        ap = os.path.abspath(p)
+        ap = p if is_url(p) else os.path.abspath(p)
         if ap not in seen:
             seen.add(ap)
             result.paths.append(ap)
@@ -265,7 +301,15 @@ def expand(inputs: Iterable[str | os.PathLike[str]], *, limit: int | None = None
         text = os.path.expanduser(os.fspath(item))
         path = Path(text)
         n_before, problems_before = len(result.paths), len(result.problems)
-        if path.is_dir() and path.suffix.lower() not in AUDIO_EXTENSIONS:
+        if is_url(text):
+            if not _object_url(text):
+                raise ConfigError(f"input {text!r}: only local paths and object-storage URLs (s3://, gs://, …) "
+                                  "can be analyzed")
+            for p in _expand_url(text, result.problems):
+                add(p)
+            if len(result.paths) == n_before and len(result.problems) == problems_before:
+                raise ConfigError(f"input {text!r} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+        elif path.is_dir() and path.suffix.lower() not in AUDIO_EXTENSIONS:
             for p in _walk(path, result.problems):
                 add(p)
             if len(result.paths) == n_before and len(result.problems) == problems_before:

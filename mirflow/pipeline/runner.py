@@ -153,12 +153,11 @@ def _known_record(path: str, known: dict[str, FileFacts]) -> HashRecord | None:
     if hit is None:
         return None
     try:
-        st = os.stat(path)
+        identity = file_identity(path)
     except OSError:
         return None
-    if hit.matches(st):
-        return HashRecord(path, hit.track_id, hit.size, identity=(st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                                                   st.st_ino))
+    if hit.matches(identity):
+        return HashRecord(path, hit.track_id, hit.size, identity=identity)
     return None
 
 
@@ -329,13 +328,13 @@ def analyze(
         raise ConfigError("limit must be non-negative")
     expansion = expand(inputs)
     paths = expansion.paths
-    summary = RunSummary(run_id=utcnow().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6], catalog=str(cat.root),
+    summary = RunSummary(run_id=utcnow().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6], catalog=cat.url,
                          pipeline=cfg.name, pipeline_version=cfg.fingerprint, inputs=len(paths), dry_run=dry_run,
                          input_problems=len(expansion.problems))
     if dry_run:
         manifest = cat.read_manifest()
         if manifest is not None and manifest.get("pipeline") != cfg.name:
-            raise ConfigError(f"catalog {cat.root} holds pipeline {manifest.get('pipeline')!r}, not {cfg.name!r}")
+            raise ConfigError(f"catalog {cat.url} holds pipeline {manifest.get('pipeline')!r}, not {cfg.name!r}")
         known = cat.known_files()
         hashed = []
         for p in paths:
@@ -477,7 +476,7 @@ def _hash_stage(client, paths: list[str], cat: Catalog, cfg: PipelineConfig,
     def submit_next() -> None:
         batch = next(batches, None)
         if batch is not None:
-            fut = client.submit(hash_paths, batch, str(cat.root), cfg, pure=False)
+            fut = client.submit(hash_paths, batch, cat.url, cfg, pure=False)
             in_flight[fut] = batch
             ac.add(fut)
 
@@ -505,7 +504,7 @@ def _hash_one_by_one(client, batch: list[str], cat: Catalog, cfg: PipelineConfig
     """Hash each path of a failed batch in a task of its own, so one bad path fails only itself."""
     log.warning("a hash batch failed (%s: %s); hashing its %d paths one by one",
                 type(batch_error).__name__, batch_error, len(batch))
-    futures = [client.submit(hash_paths, [p], str(cat.root), cfg, pure=False) for p in batch]
+    futures = [client.submit(hash_paths, [p], cat.url, cfg, pure=False) for p in batch]
     recs = []
     for fut, p in zip(futures, batch, strict=True):
         try:
@@ -539,7 +538,7 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
     ac = as_completed()
 
     def submit(job: TrackJob, key: str) -> None:
-        fut = client.submit(analyze_track, job, str(cat.root), cfg, key=key, pure=False)
+        fut = client.submit(analyze_track, job, cat.url, cfg, key=key, pure=False)
         in_flight[fut] = job
         tried.setdefault(job.track_id, []).append(job.path)
         ac.add(fut)
@@ -563,7 +562,7 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
         rec = _result_or_failure(fut, job, cat, cfg)
         fut.release()
         if rec.status == "disk-full":
-            raise CatalogFullError(rec.message or f"the catalog's disk is full ({cat.root})")
+            raise CatalogFullError(rec.message or f"the catalog's disk is full ({cat.url})")
         if rec.status == "changed":
             # This path no longer holds the track's bytes; another path
             # with the same content may still: analyze the track from there.
@@ -599,7 +598,7 @@ def _analyze_stage(client, plan: Plan, cat: Catalog, cfg: PipelineConfig, opts: 
         job: TrackJob | None = suspect
         while job is not None:
             tried.setdefault(job.track_id, []).append(job.path)
-            fut = client.submit(analyze_track, job, str(cat.root), cfg, pure=False,
+            fut = client.submit(analyze_track, job, cat.url, cfg, pure=False,
                                 key=f"analyze-{job.track_id}-alone-{len(tried[job.track_id])}")
             distributed_wait([fut])
             job = record(fut, job)

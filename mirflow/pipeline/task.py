@@ -8,6 +8,7 @@ catalog in memory) and returns a small record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from mirflow.catalog.schema import conform, table_schema
 from mirflow.errors import CatalogFullError, ExtractionError, ProbeError, TrackError, TrackTimeout
 from mirflow.pipeline.config import PipelineConfig
 from mirflow.pipeline.worker import prepare_process
+from mirflow.storage import is_url, local_copy, object_identity
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,12 @@ class FileChanged(TrackError):
 
 
 def file_identity(path: str) -> tuple[int, int, int, int]:
-    """``(size, mtime_ns, ctime_ns, inode)``: any write or replacement of the file changes it."""
+    """``(size, mtime_ns, ctime_ns, inode)``: any write or replacement of the file changes it.
+
+    For an object-storage URL, :func:`mirflow.storage.object_identity` (its ETag stands in for the inode).
+    """
+    if is_url(path):
+        return object_identity(path)
     st = os.stat(path)
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
@@ -127,9 +134,14 @@ def hash_paths(paths: list[str], catalog_root: str, pipeline: PipelineConfig) ->
 def _hash_one(path: str, catalog: Catalog, pipeline: PipelineConfig) -> HashRecord:
     stage = "probe"
     try:
-        size = check_readable(Path(path))
+        if is_url(path):
+            if file_identity(path)[0] == 0:
+                raise ProbeError("empty file (0 bytes)")
+        else:
+            check_readable(Path(path))
         stage = "hash"
         before = file_identity(path)
+        size = before[0]
         track_id = content_hash(path)
         after = file_identity(path)
         if before != after:
@@ -265,25 +277,35 @@ def extract_track(path: str, track_id: str, pipeline: PipelineConfig, *,
     TrackError
         Any per-track failure, with its stage.
     """
-    from mirflow.frontend import Frontend  # imports librosa lazily, after prepare_process
-
     started = time.perf_counter() if started is None else started
     deadline = started + pipeline.timeout_s if deadline is None else deadline
+    with contextlib.ExitStack() as stack:
+        return _extract(path, track_id, pipeline, stack, deadline=deadline, started=started)
+
+
+def _extract(path: str, track_id: str, pipeline: PipelineConfig, stack: contextlib.ExitStack, *,
+             deadline: float, started: float) -> tuple[pa.Table, dict[str, dict[str, list[Any]]], float]:
+    from mirflow.frontend import Frontend  # imports librosa lazily, after prepare_process
+
     limits = pipeline.decode_limits
     stage = "probe"
     try:
         identity = file_identity(path)
-        info = probe(path)
+        # The decoders read files: an object is downloaded once into a private
+        # temporary file (kept until the extractors are done), which is then
+        # probed, hashed and decoded; the object's identity is checked after.
+        local = stack.enter_context(local_copy(path)) if is_url(path) else path
+        info = probe(local)
         limits.check(info)
         stage = "changed"
         # Re-hashing costs one more read of the file (page-cached, ~1 GB/s);
         # it is what makes the stored analysis belong to the stored id.
-        actual = content_hash(path)
+        actual = content_hash(local)
         if actual != track_id:
             raise FileChanged(f"the file changed after it was hashed (content {track_id} is now {actual}); "
                               "run again to analyze the new content")
         stage = "decode"
-        frontend = Frontend.from_file(path, info=info, limits=limits)
+        frontend = Frontend.from_file(local, info=info, limits=limits)
         if file_identity(path) != identity:
             raise FileChanged("the file changed while it was being analyzed; run again once it is complete")
     except FileNotFoundError:
@@ -439,8 +461,9 @@ def analyze_file(path: str | os.PathLike[str], pipeline: str | os.PathLike[str] 
 
     cfg = pipeline if isinstance(pipeline, PipelineConfig) else load_pipeline(pipeline)
     text = os.fspath(path)
-    text = os.path.abspath(os.path.expanduser(text))
-    check_readable(Path(text))
+    if not is_url(text):
+        text = os.path.abspath(os.path.expanduser(text))
+        check_readable(Path(text))
     tracks, tables, _ = extract_track(text, content_hash(text), cfg)
     out = {"tracks": tracks.to_pandas()}
     for table in cfg.tables:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 
 import duckdb
 import pyarrow as pa
@@ -22,7 +23,6 @@ from mirflow.catalog.layout import (
     VERSION_COLUMN,
     VERSION_META,
     Catalog,
-    part_is_intact,
 )
 from mirflow.catalog.schema import load_schemas, table_schema
 from mirflow.errors import CatalogError, ConfigError
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 def _catalog(catalog: str | os.PathLike[str] | Catalog) -> Catalog:
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     if cat.read_manifest() is None:
-        raise CatalogError(f"{cat.root} is not a mirflow catalog (no manifest.json)")
+        raise CatalogError(f"{cat.url} is not a mirflow catalog (no manifest.json)")
     return cat
 
 
@@ -71,11 +71,15 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
     cat = _catalog(catalog)
     con = duckdb.connect(database)
     schemas = load_schemas()
+    # Compacted files (a few large ones per table) are read by DuckDB's own
+    # Parquet reader, which prunes row groups and reads only the columns a
+    # query needs; the read-only lock then allows exactly those files.
+    native: list[str] | None = [] if cat.is_local else None
     # tracks first: the other per-track views filter on it.
     for name in sorted(schemas, key=lambda n: n != "tracks"):
         spec = schemas[name]
         if spec.partition_by is None:
-            sql = _source_sql(con, cat, name, None, name)
+            sql = _source_sql(con, cat, name, None, name, native)
             if sql is not None:
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS {_select(name, sql)}")
             else:
@@ -84,7 +88,7 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
         selects = []
         for part in cat.partitions(name):
             view = f"{name}_{_ident(part)}"
-            sql = _source_sql(con, cat, name, part, view)
+            sql = _source_sql(con, cat, name, part, view, native)
             if sql is None:
                 continue
             con.execute(f"CREATE OR REPLACE VIEW {view} AS {_select(name, sql)}")
@@ -96,12 +100,19 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
         else:
             _empty_view(con, name)
     if read_only:
-        lock_down(con)
+        lock_down(con, allowed_paths=native or ())
     return con
 
 
-def lock_down(con: duckdb.DuckDBPyConnection) -> None:
-    """No file access for this connection any more (the views read through Arrow), and no undoing it."""
+def lock_down(con: duckdb.DuckDBPyConnection, *, allowed_paths: Iterable[str] = ()) -> None:
+    """No file access for this connection any more, and no undoing it.
+
+    The views read loose parts through Arrow, and the compacted files listed
+    in ``allowed_paths`` (which DuckDB may still read, nothing else).
+    """
+    allowed = list(allowed_paths)
+    if allowed:
+        con.execute("SET allowed_paths = ?", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
@@ -133,17 +144,17 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _footers(paths: list) -> dict:
+def _footers(cat: Catalog, paths: list) -> dict:
     """``path -> (num_rows, schema metadata)`` of whole parts (damaged ones are absent), read in threads."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow.parquet as pq
 
     def one(path):
-        if not part_is_intact(path):
+        if not cat.part_intact(path):
             return path, None
         try:
-            md = pq.read_metadata(path)
+            md = pq.read_metadata(str(path), filesystem=cat.arrow_fs)
         except (OSError, pa.ArrowException):
             return path, None
         return path, (md.num_rows, md.schema.to_arrow_schema().metadata or {})
@@ -153,18 +164,24 @@ def _footers(paths: list) -> dict:
 
 
 def _source_sql(con: duckdb.DuckDBPyConnection, cat: Catalog, table: str, partition: str | None,
-                view: str) -> str | None:
+                view: str, native: list[str] | None = None) -> list[tuple[str, bool]] | None:
     """Register one table's (or partition's) compacted files and live parts; SQL of their rows.
 
     The SQL yields the schema's columns plus ``_pv``, the pipeline
     fingerprint that wrote the row (null when unknown). Compacted rows of a
-    key with a live loose part are left out: the loose part wins.
+    key with a live loose part are left out: the loose part wins. With
+    ``native`` (a list), compacted files are read by DuckDB's Parquet reader
+    and appended to it; otherwise through Arrow.
+
+    Returns ``(sql, current)`` pieces; ``current`` when the compaction
+    proved every row of the piece current for the tracks table as it is
+    now (see :func:`_compaction_current`), so no join with ``tracks`` is needed.
     """
     import pyarrow.dataset as ds
 
     spec = table_schema(table)
     snap = cat.snapshot(table, partition)
-    footers = _footers([p.path for p in snap.loose])
+    footers = _footers(cat, [p.path for p in snap.loose])
     bad = [p.path for p in snap.loose if p.path not in footers]
     if bad:
         log.warning("%s: %d damaged part(s) left out (the next `mirflow analyze` quarantines them): %s",
@@ -178,7 +195,7 @@ def _source_sql(con: duckdb.DuckDBPyConnection, cat: Catalog, table: str, partit
         if snap.compacted:
             import pyarrow.parquet as pq
 
-            metas.insert(0, pq.read_schema(snap.compacted[0][1]).metadata or {})
+            metas.insert(0, pq.read_schema(snap.compacted[0][1], filesystem=cat.arrow_fs).metadata or {})
         meta = metas[0] if metas else {}
         sizes = {c.name: int(meta.get(f"mirflow.size.{c.name}".encode(), b"1")) for c in spec.columns
                  if c.sized_per_file}
@@ -187,40 +204,82 @@ def _source_sql(con: duckdb.DuckDBPyConnection, cat: Catalog, table: str, partit
     selects = []
     ident = _ident(view)
     if snap.compacted:
-        full = pa.schema([*schema, pa.field(KEY_COLUMN, pa.string()), pa.field(VERSION_COLUMN, pa.string())])
-        con.register(f"_compacted_{ident}", ds.dataset([str(f) for _, f in snap.compacted], schema=full,
-                                                       format="parquet"))
+        files = [str(f) for _, f in snap.compacted]
+        if native is not None and not any(c in f for f in files for c in "*?[]{}"):
+            # Never a glob: a path with glob characters goes through Arrow below.
+            import pyarrow.parquet as pq
+
+            native.extend(files)
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            present = set().union(*(pq.read_schema(f).names for f in files))
+            picks = []
+            for name in [*spec.names, KEY_COLUMN, VERSION_COLUMN]:
+                kind = schema.field(name).type if name in schema.names else pa.string()
+                if name not in present:  # a column the schema gained after this compaction
+                    picks.append(f"NULL AS {_q(name)}")
+                elif pa.types.is_fixed_size_list(kind):  # Parquet stores it as a variable list
+                    element = "DOUBLE" if pa.types.is_float64(kind.value_type) else "FLOAT"
+                    picks.append(f"{_q(name)}::{element}[{kind.list_size}] AS {_q(name)}")
+                else:
+                    picks.append(_q(name))
+            con.execute(f"CREATE OR REPLACE VIEW _compacted_{ident} AS SELECT {', '.join(picks)} "
+                        f"FROM read_parquet([{listed}], union_by_name = true)")
+        else:
+            full = pa.schema([*schema, pa.field(KEY_COLUMN, pa.string()), pa.field(VERSION_COLUMN, pa.string())])
+            con.register(f"_compacted_{ident}", ds.dataset(files, schema=full, format="parquet",
+                                                           filesystem=cat.arrow_fs))
         hidden = sorted(snap.hidden_keys().get(partition, set()))
         where = ""
         if hidden:
             con.register(f"_hidden_{ident}", pa.table({"k": pa.array(hidden, pa.string())}))
             where = f" WHERE {KEY_COLUMN} NOT IN (SELECT k FROM _hidden_{ident})"
-        selects.append(f"SELECT {cols}, {VERSION_COLUMN} AS _pv FROM _compacted_{ident}{where}")
+        selects.append((f"SELECT {cols}, {VERSION_COLUMN} AS _pv FROM _compacted_{ident}{where}",
+                        _compaction_current(cat, table, snap.generation)))
     if data_parts:
         con.register(f"_parts_{ident}", ds.dataset([str(p.path) for p in data_parts], schema=schema,
-                                                   format="parquet"))
+                                                   format="parquet", filesystem=cat.arrow_fs))
         versions = {p.key: footers[p.path][1].get(VERSION_META) for p in data_parts}
         versions = {k: v.decode() for k, v in versions.items() if v}
         if versions and "track_id" in spec.names:
             con.register(f"_versions_{ident}", pa.table({"k": pa.array(list(versions), pa.string()),
                                                          "v": pa.array(list(versions.values()), pa.string())}))
             lcols = ", ".join(f"l.{_q(n)}" for n in spec.names)
-            selects.append(f"SELECT {lcols}, v.v AS _pv FROM _parts_{ident} l "
-                           f"LEFT JOIN _versions_{ident} v ON l.track_id = v.k")
+            selects.append((f"SELECT {lcols}, v.v AS _pv FROM _parts_{ident} l "
+                            f"LEFT JOIN _versions_{ident} v ON l.track_id = v.k", False))
         else:
-            selects.append(f"SELECT {cols}, NULL::VARCHAR AS _pv FROM _parts_{ident}")
-    return " UNION ALL ".join(selects)
+            selects.append((f"SELECT {cols}, NULL::VARCHAR AS _pv FROM _parts_{ident}", False))
+    return selects
 
 
-def _select(table: str, source_sql: str) -> str:
+def _compaction_current(cat: Catalog, table: str, generation: str | None) -> bool:
+    """Whether every compacted row of ``table`` is a committed track's current row, without a join.
+
+    The compactor records (``current_with``) the ``tracks`` generation
+    against which it checked that every row of the new generation belongs
+    to a track of that generation with that track's pipeline fingerprint.
+    That still holds while ``tracks`` is that same generation with no loose
+    part: any added, re-analyzed or removed track writes one.
+    """
+    if not _per_track(table) or generation is None:
+        return False
+    record = cat.compaction_record(table)
+    if record is None or record.get("generation") != generation or not record.get("current_with"):
+        return False
+    tracks = cat.snapshot("tracks")
+    return tracks.generation == record["current_with"] and not tracks.loose
+
+
+def _select(table: str, pieces: list[tuple[str, bool]]) -> str:
     cols = ", ".join(f"s.{_q(n)}" for n in table_schema(table).names)
     if not _per_track(table):
-        return f"SELECT {cols} FROM ({source_sql}) s"
+        return " UNION ALL ".join(f"SELECT {cols} FROM ({sql}) s" for sql, _ in pieces)
     # A long-table row is served only for a committed track, and only if the
     # track's current analysis wrote it: rows an extractor left under another
     # pipeline fingerprint (dropped from the pipeline, other parameters) are not.
-    return (f"SELECT {cols} FROM ({source_sql}) s SEMI JOIN tracks t ON s.track_id = t.track_id "
-            "AND (s._pv IS NULL OR s._pv = t.pipeline_version)")
+    return " UNION ALL ".join(
+        f"SELECT {cols} FROM ({sql}) s" if current else
+        f"SELECT {cols} FROM ({sql}) s SEMI JOIN tracks t ON s.track_id = t.track_id "
+        "AND (s._pv IS NULL OR s._pv = t.pipeline_version)" for sql, current in pieces)
 
 
 def _empty_view(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -270,23 +329,27 @@ def to_dask(catalog: str | os.PathLike[str] | Catalog, table: str, *, partition:
 
     cat = _catalog(catalog)
     snap = cat.snapshot(table, partition)
-    loose = [p for p in snap.loose if part_is_intact(p.path)]
+    loose = [p for p in snap.loose if cat.part_intact(p.path)]
     if not snap.compacted and not loose:
-        raise CatalogError(f"catalog {cat.root} has no parts of table {table!r}")
+        raise CatalogError(f"catalog {cat.url} has no parts of table {table!r}")
     spec = table_schema(table)
     hidden = {k: pa.array(sorted(v), pa.string()) for k, v in snap.hidden_keys().items()}
     current = None
     if _per_track(table):
         tr = cat.read_table("tracks", columns=["track_id", "pipeline_version"])
         current = (tr.column("track_id").combine_chunks(), tr.column("pipeline_version").combine_chunks())
+    # Catalogs in object storage are read in the tasks through their URL (the
+    # pyarrow filesystem wrapping fsspec does not travel to workers).
+    url = None if cat.is_local else cat.url
     pieces = [("compacted", part, [str(f)]) for part, f in snap.compacted]
     pieces += [("loose", None, [str(p.path) for p in loose[i:i + 512]]) for i in range(0, len(loose), 512)]
 
     def load(piece):
         kind, part, files = piece
+        fs = None if url is None else Catalog(url).arrow_fs
         tables = []
         for f in files:
-            t = pq.read_table(f)
+            t = pq.read_table(f, filesystem=fs)
             if t.num_rows == 0:
                 continue
             if kind == "compacted":

@@ -445,7 +445,7 @@ def export_jams(catalog: str | os.PathLike[str] | Catalog, *, out: str | os.Path
     written = 0
     try:
         chunks = [track_ids[i: i + JAMS_CHUNK] for i in range(0, len(track_ids), JAMS_CHUNK)]
-        jobs = [(str(cat.root), str(tmp), chunk, {t: sorted(paths_of.get(t, [])) for t in chunk})
+        jobs = [(cat.url, str(tmp), chunk, {t: sorted(paths_of.get(t, [])) for t in chunk})
                 for chunk in chunks]
         with contextlib.ExitStack() as stack:
             if workers > 1 and len(chunks) > 1:
@@ -471,7 +471,7 @@ def export_jams(catalog: str | os.PathLike[str] | Catalog, *, out: str | os.Path
             log.warning("JAMS of track %s does not validate: %s", track_id, message)
         marker = {
             "format": JAMS_EXPORT_FORMAT, "format_version": 1, "mirflow_version": __version__,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "catalog": str(cat.root),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "catalog": cat.url,
             "query": query, "written": written, "failed": failed,
         }
         (tmp / JAMS_MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")

@@ -75,7 +75,7 @@ def open_catalog(catalog: str | os.PathLike[str] | Catalog) -> Catalog:
     """``catalog`` as a :class:`Catalog`, checking that it is one (it has a manifest)."""
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     if cat.read_manifest() is None:
-        raise CatalogError(f"{cat.root} is not a mirflow catalog (no manifest.json)")
+        raise CatalogError(f"{cat.url} is not a mirflow catalog (no manifest.json)")
     return cat
 
 
@@ -96,7 +96,7 @@ def read_track_part(cat: Catalog, table: str, track_id: str, *, partition: str |
         # about 10 ms per file (measured here), more than the read.
         path = cat.part_path(table, track_id, partition)
         try:
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(str(path), filesystem=cat.arrow_fs)
             present = set(parquet.schema_arrow.names)
             part = parquet.read(columns=[c for c in wanted if c in present])
         except FileNotFoundError:
@@ -198,8 +198,8 @@ def resolve_track(catalog: str | os.PathLike[str] | Catalog, *, ref: str) -> str
     if looks_like_id and len(lowered) < MIN_PREFIX and not os.path.exists(expanded):
         raise ConfigError(f"{text!r} is too short for a track id prefix: give at least {MIN_PREFIX} hex digits")
     if os.path.exists(expanded):
-        raise ConfigError(f"{os.path.abspath(expanded)} is not in catalog {cat.root} (not analyzed into it)")
-    raise ConfigError(f"no track {text!r} in catalog {cat.root}: not a track id, id prefix or analyzed path")
+        raise ConfigError(f"{os.path.abspath(expanded)} is not in catalog {cat.url} (not analyzed into it)")
+    raise ConfigError(f"no track {text!r} in catalog {cat.url}: not a track id, id prefix or analyzed path")
 
 
 # --------------------------------------------------------------------------- tracks.yaml sections
@@ -339,7 +339,7 @@ def track_report(catalog: str | os.PathLike[str] | Catalog, *, track: str, top_t
     track_id = resolve_track(cat, ref=track)
     rows = read_track_part(cat, "tracks", track_id)
     if rows is None or rows.num_rows == 0:
-        raise ConfigError(f"track {track_id} has files rows but no tracks row in {cat.root} "
+        raise ConfigError(f"track {track_id} has files rows but no tracks row in {cat.url} "
                           "(its analysis has not finished; run mirflow analyze again)")
     row = rows.slice(0, 1).to_pylist()[0]
 
@@ -666,7 +666,7 @@ class CatalogInfo:
         return _jsonable(asdict(self))
 
 
-def _snapshot_counts(snap: TableSnapshot) -> tuple[int, int]:
+def _snapshot_counts(snap: TableSnapshot, fs=None) -> tuple[int, int]:
     """``(rows, keys)`` a reader of ``snap`` sees, from Parquet footers where no key is hidden.
 
     A compacted file's rows of a key that a live loose part overrides (or a
@@ -676,13 +676,13 @@ def _snapshot_counts(snap: TableSnapshot) -> tuple[int, int]:
     rows = keys = 0
     for partition, f in snap.compacted:
         gone = hidden.get(partition)
-        key_column = pq.read_table(f, columns=[KEY_COLUMN]).column(KEY_COLUMN)
+        key_column = pq.read_table(f, columns=[KEY_COLUMN], filesystem=fs).column(KEY_COLUMN)
         if gone:
             key_column = key_column.filter(pc.invert(pc.is_in(key_column, value_set=pa.array(sorted(gone)))))
         rows += len(key_column)
         keys += pc.count_distinct(key_column).as_py()
     for p in snap.loose:
-        n = pq.ParquetFile(p.path).metadata.num_rows
+        n = pq.ParquetFile(str(p.path), filesystem=fs).metadata.num_rows
         rows += n
         keys += n > 0  # a tombstone hides its key and adds none
     return rows, keys
@@ -717,26 +717,19 @@ def catalog_info(catalog: str | os.PathLike[str] | Catalog) -> CatalogInfo:
             sized = [c.name for c in spec.columns if c.sized_per_file]
             for part in cat.partitions(name):
                 part_snap = cat.snapshot(name, part)
-                rows, keys = _snapshot_counts(part_snap)
+                rows, keys = _snapshot_counts(part_snap, cat.arrow_fs)
                 dim = None
                 sample = [p.path for p in part_snap.loose] + [f for _, f in part_snap.compacted]
                 if sized and sample:
-                    raw = (pq.read_schema(sample[0]).metadata or {}).get(f"mirflow.size.{sized[0]}".encode())
+                    raw = (pq.read_schema(sample[0], filesystem=cat.arrow_fs).metadata or {}).get(f"mirflow.size.{sized[0]}".encode())
                     dim = int(raw) if raw else None
                 partitions.append(PartitionInfo(name=part, rows=rows, tracks=keys, dimension=dim))
         tables.append(TableInfo(
-            name=name, rows=_snapshot_counts(snap)[0], parts=len(snap.loose),
-            size_bytes=sum(f.stat().st_size for f in files),
+            name=name, rows=_snapshot_counts(snap, cat.arrow_fs)[0], parts=len(snap.loose),
+            size_bytes=sum(cat.file_size(f) for f in files),
             schema_version=recorded.get(name), current_schema_version=spec.version, partitions=partitions,
             generation=snap.generation, compacted_files=len(snap.compacted)))
-    size = n_files = 0
-    for folder, _, names in os.walk(cat.root):
-        for n in names:
-            try:
-                size += os.lstat(os.path.join(folder, n)).st_size
-                n_files += 1
-            except OSError:  # removed while we walked
-                continue
+    size, n_files = cat.usage()
     audio_s = None
     n_tracks = next(t.rows for t in tables if t.name == "tracks")
     if n_tracks:
@@ -746,7 +739,7 @@ def catalog_info(catalog: str | os.PathLike[str] | Catalog) -> CatalogInfo:
     for stage in cat.read_table("errors", columns=["stage"]).column("stage").to_pylist():
         stages[stage] = stages.get(stage, 0) + 1
     return CatalogInfo(
-        root=str(cat.root), format=manifest.get("format"), format_version=manifest.get("format_version"),
+        root=cat.url, format=manifest.get("format"), format_version=manifest.get("format_version"),
         pipeline=manifest.get("pipeline"), created_at=manifest.get("created_at"),
         mirflow_version=manifest.get("mirflow_version"), tables=tables, runs=list(manifest.get("runs") or []),
         size_bytes=size, files=n_files, tracks=n_tracks,

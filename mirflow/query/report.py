@@ -211,7 +211,9 @@ def build_report(catalog: str | os.PathLike[str], *, out: str | os.PathLike[str]
     Report
     """
     text, page = _render(catalog, max_points=max_points, top_n=top_n)
-    path = Path(out) if out is not None else Catalog(catalog).root / "report.html"
+    if out is None:
+        out = Catalog(catalog).local_root("writing the report beside the catalog (give --out)") / "report.html"
+    path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -230,8 +232,9 @@ def _render(catalog: str | os.PathLike[str], *, max_points: int, top_n: int) -> 
         raise ValueError(f"max_points must be at least 3, got {max_points}")
     if top_n < 1:
         raise ValueError(f"top_n must be positive, got {top_n}")
-    root = Catalog(catalog).root
-    con = connect(root)
+    cat = Catalog(catalog)
+    root = cat.root
+    con = connect(cat)
     tracks = _tracks(con)
     page = _Page()
     _overview(page, con, tracks)

@@ -117,7 +117,7 @@ def _pick_embedding(catalog: Catalog, embedding: str | None) -> str:
         if name in models:
             return name
     if not models:
-        raise CatalogError(f"catalog {catalog.root} has no embeddings: analyze it with a pipeline that runs "
+        raise CatalogError(f"catalog {catalog.url} has no embeddings: analyze it with a pipeline that runs "
                            "the 'embeddings' extractor")
     return models[0]
 
@@ -324,7 +324,7 @@ def export_recsys(catalog: str | os.PathLike[str] | Catalog, out: str | os.PathL
 
     tracks = _read_tracks(con)
     if tracks.empty:
-        raise CatalogError(f"catalog {cat.root} has no tracks")
+        raise CatalogError(f"catalog {cat.url} has no tracks")
     try:
         groups = find_duplicates(cat, threshold=threshold, include_singletons=True)
         duplicates_available = True
@@ -406,7 +406,7 @@ def export_recsys(catalog: str | os.PathLike[str] | Catalog, out: str | os.PathL
         n_dup = int((~is_canonical).sum())
         manifest = {
             "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "mirflow_version": __version__,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "catalog": str(cat.root),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "catalog": cat.url,
             "k": k, "block_size": block,
             "embedding": {"model": model, "dim": dim, "tracks": len(emb_ids), "metric": "cosine"},
             "duplicates": {"available": duplicates_available, "threshold": threshold,

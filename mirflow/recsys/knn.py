@@ -63,11 +63,11 @@ def embedding_track_ids(catalog: str | os.PathLike[str] | Catalog, model: str) -
     snap = cat.snapshot("embeddings", model)
     keys: set[str] = set()
     for _, f in snap.compacted:
-        keys.update(pq.read_table(f, columns=[KEY_COLUMN]).column(KEY_COLUMN).to_pylist())
+        keys.update(pq.read_table(f, columns=[KEY_COLUMN], filesystem=cat.arrow_fs).column(KEY_COLUMN).to_pylist())
     keys -= snap.hidden_keys().get(model, set())
     for p in snap.loose:
         # Tombstones exist only over compacted rows: without a generation every part holds its track.
-        if not snap.compacted or pq.ParquetFile(p.path).metadata.num_rows:
+        if not snap.compacted or pq.ParquetFile(str(p.path), filesystem=cat.arrow_fs).metadata.num_rows:
             keys.add(p.key)
     return sorted(keys)
 
@@ -233,7 +233,7 @@ def knn_blocked(catalog: str | os.PathLike[str] | Catalog, model: str, track_ids
     from dask import delayed
 
     scratch, out_dir = str(scratch), str(out_dir)
-    root = str(catalog.root if isinstance(catalog, Catalog) else Catalog(catalog).root)
+    root = (catalog if isinstance(catalog, Catalog) else Catalog(catalog)).url
     blocks = [list(track_ids[i:i + block_size]) for i in range(0, len(track_ids), block_size)]
     n_blocks = len(blocks)
     if n_blocks == 0:

@@ -156,7 +156,7 @@ class _Service:
             self.index, self.index_description = _open_index(catalog, embedding)
         else:
             log.warning("catalog %s holds no %r embeddings (it has: %s); similarity endpoints will answer 503",
-                        catalog.root, embedding, ", ".join(self.store.embedding_models()) or "none")
+                        catalog.url, embedding, ", ".join(self.store.embedding_models()) or "none")
         self.max_upload_bytes = int(max_upload_bytes)
         self.upload_dir = upload_dir
         self.max_pending_uploads = int(max_pending_uploads)
@@ -196,7 +196,7 @@ def _open_index(catalog: Catalog, embedding: str) -> tuple[Any, str]:
     except IndexNotFoundError:
         index = exact_in_memory(catalog, embedding=embedding)
         log.info("%s; `mirflow index build %s --embedding %s` stores a faster one",
-                 index.info.message, catalog.root, embedding)
+                 index.info.message, catalog.url, embedding)
     info = index.info
     stale = " (stale: restart after `mirflow index update`)" if getattr(info, "stale", False) else ""
     return index, f"{info.kind} ({info.index_type}, {info.count} vectors){stale}"

@@ -116,7 +116,7 @@ class CatalogStore:
         self.catalog = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
         manifest = self.catalog.read_manifest()
         if manifest is None:
-            raise CatalogError(f"{self.catalog.root} is not a mirflow catalog (no manifest.json)")
+            raise CatalogError(f"{self.catalog.url} is not a mirflow catalog (no manifest.json)")
         self.manifest: dict[str, Any] = manifest
         self.pipeline: str = str(manifest.get("pipeline") or "default")
         # Unlocked for the set-up below; _lock_down confines it to the catalog folder.
