@@ -31,7 +31,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["filesystem", "is_url", "local_copy", "object_identity", "url_of"]
+__all__ = ["filesystem", "is_url", "local_copy", "object_identity", "storage_errors", "url_of"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -53,9 +53,47 @@ def filesystem(url: str) -> tuple[Any, str]:
     """
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except ImportError as exc:  # fsspec names the package that implements the scheme
+        from mirflow.errors import CatalogError
+
+        raise CatalogError(f"{url}: {exc} (for s3:// install mirflow's `s3` extra: pip install 'mirflow[s3]')") \
+            from None
     fs.invalidate_cache()
     return fs, path.rstrip("/")
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    # fsspec maps missing objects and buckets to OSError subclasses; the
+    # clients' own errors (no credentials, endpoint down, access denied) are
+    # their own classes, e.g. botocore.exceptions.NoCredentialsError.
+    module = type(exc).__module__ or ""
+    return isinstance(exc, OSError) or module.split(".")[0] in {"botocore", "aiobotocore", "google", "azure",
+                                                                  "aiohttp", "gcsfs", "adlfs"}
+
+
+@contextlib.contextmanager
+def storage_errors(action: str, url: str, *, missing_ok: bool = False) -> Iterator[None]:
+    """Turn an object store's failure into one clear :class:`~mirflow.errors.CatalogError` line.
+
+    With ``missing_ok``, :class:`FileNotFoundError` (no such object: a
+    normal answer for a read or a listing) passes through unchanged.
+    """
+    from mirflow.errors import CatalogError
+
+    try:
+        yield
+    except CatalogError:
+        raise
+    except Exception as exc:
+        if not _is_storage_error(exc) or (missing_ok and isinstance(exc, FileNotFoundError)):
+            raise
+        hint = ""
+        if url.startswith("s3://"):
+            hint = (" (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws, endpoint from "
+                    "AWS_ENDPOINT_URL for MinIO or a local server; does the bucket exist?)")
+        raise CatalogError(f"cannot {action} {url}: {type(exc).__name__}: {exc}{hint}") from None
 
 
 def url_of(fs: Any, path: str | PurePosixPath) -> str:

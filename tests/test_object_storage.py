@@ -265,3 +265,21 @@ def test_object_inputs_that_fail_are_errors_not_crashes(tmp_path, bucket):
     with pytest.raises(MirflowError, match="does not exist"):
         analyze([f"s3://{name}/nothing-here/"], catalog, pipeline=_pipeline(tmp_path), dry_run=True)
     assert np.isfinite(read_table(catalog, "tracks")["loudness_integrated_lufs"].iloc[0])
+
+
+def test_storage_failures_are_one_clear_error_line(tmp_path, s3_server):
+    """A missing bucket or missing credentials: one `mirflow: error:` line and exit 2, not a traceback."""
+    wav = write_audio(tmp_path / "a.wav", tone_mix(2.0, seed=3))
+    cmd = [sys.executable, "-m", "mirflow"]
+    out = subprocess.run([*cmd, "analyze", str(wav), "--catalog", "s3://no-such-bucket/cat", "--workers", "1",
+                          "--pipeline", _pipeline(tmp_path), "--no-progress", "--no-dashboard"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "mirflow: error: cannot write to s3://no-such-bucket/cat" in out.stderr and "bucket" in out.stderr
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    out = subprocess.run([*cmd, "query", "s3://some-bucket/cat", "select 1"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "NoCredentialsError" in out.stderr and "AWS_ACCESS_KEY_ID" in out.stderr

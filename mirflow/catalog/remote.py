@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from mirflow.catalog.layout import Catalog, LoosePart, table_partitioned
 from mirflow.errors import CatalogError
-from mirflow.storage import filesystem, url_of
+from mirflow.storage import filesystem, storage_errors, url_of
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class ObjectCatalog(Catalog):
     # ----------------------------------------------------------------- listing
     def _listing(self, base: PurePosixPath) -> list[dict[str, Any]]:
         try:
-            found = self.fs.find(str(base), detail=True)
+            with storage_errors("list", self.url, missing_ok=True):
+                found = self.fs.find(str(base), detail=True)
         except FileNotFoundError:
             return []
         return [info for info in found.values() if info.get("type", "file") == "file"]
@@ -107,7 +108,8 @@ class ObjectCatalog(Catalog):
         path = self.part_path(table, key, partition)
         sink = pa.BufferOutputStream()
         pq.write_table(data, sink, compression="zstd")
-        self.fs.pipe_file(str(path), sink.getvalue().to_pybytes())
+        with storage_errors("write to", self.url):
+            self.fs.pipe_file(str(path), sink.getvalue().to_pybytes())
         return path
 
     def remove_part(self, table: str, key: str, partition: str | None = None) -> bool:
@@ -156,13 +158,15 @@ class ObjectCatalog(Catalog):
 
     def _read_bytes(self, path: PurePosixPath) -> bytes | None:  # type: ignore[override]
         try:
-            return self.fs.cat_file(str(path))
+            with storage_errors("read", self.url, missing_ok=True):
+                return self.fs.cat_file(str(path))
         except FileNotFoundError:
             return None
 
     def _is_empty(self) -> bool:
         try:
-            return not self.fs.ls(str(self.root))
+            with storage_errors("list", self.url, missing_ok=True):
+                return not self.fs.ls(str(self.root))
         except FileNotFoundError:
             return True
 
@@ -170,4 +174,6 @@ class ObjectCatalog(Catalog):
         import json
 
         # One PUT: readers see the old manifest or the new one.
-        self.fs.pipe_file(str(self.manifest_path), json.dumps(manifest, indent=2, default=str).encode("utf-8"))
+        with storage_errors("write to", self.url):
+            self.fs.pipe_file(str(self.manifest_path),
+                              json.dumps(manifest, indent=2, default=str).encode("utf-8"))

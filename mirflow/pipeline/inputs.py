@@ -33,7 +33,7 @@ from pathlib import Path
 
 from mirflow.audio.probe import AUDIO_EXTENSIONS
 from mirflow.errors import ConfigError
-from mirflow.storage import filesystem, is_url, url_of
+from mirflow.storage import filesystem, is_url, storage_errors, url_of
 
 log = logging.getLogger(__name__)
 
@@ -262,20 +262,24 @@ def _expand_url(url: str, problems: list[InputProblem]) -> list[str]:
     """The audio objects an object-storage input names: one object, every one under a prefix, or a glob."""
     try:
         fs, path = filesystem(url)
-        if glob.has_magic(path):
-            found = [p for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"]
-        elif fs.isdir(path):
-            found = fs.find(path)
-        elif fs.exists(path):
-            return [url_of(fs, path)]
-        else:
-            raise ConfigError(f"input {url!r} does not exist")
+        with storage_errors("list", url, missing_ok=True):
+            found = _list_objects(fs, path, url)
     except ConfigError:
         raise
-    except (OSError, ValueError) as exc:  # no such bucket, no credentials, endpoint down
+    except (OSError, ValueError) as exc:  # a listing that failed part-way
         problems.append(InputProblem(url, f"cannot list objects: {exc}"))
         return []
     return [url_of(fs, p) for p in sorted(found) if _is_audio_name(p.rsplit("/", 1)[-1])]
+
+
+def _list_objects(fs, path: str, url: str) -> list[str]:
+    if glob.has_magic(path):
+        return [p for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"]
+    if fs.isdir(path):
+        return fs.find(path)
+    if fs.exists(path):
+        return [path]
+    raise ConfigError(f"input {url!r} does not exist")
 
 
 # --------------------------------------------------------------------- expansion
