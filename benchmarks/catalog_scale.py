@@ -185,7 +185,7 @@ def generate_compacted(root: Path, n: int, *, beats: int, dim: int) -> float:
         pq.write_table(pa.table({"rel": pa.array([], pa.string()), "size": pa.array([], pa.int64()),
                                  "mtime_ns": pa.array([], pa.int64()), "inode": pa.array([], pa.int64())}),
                        comp / gen / "folded.parquet")
-        _write_record(comp, {"format": 1, "table": table, "generation": gen, "files": [
+        _write_record(cat, comp, {"format": 1, "table": table, "generation": gen, "files": [
             {"path": rel, "partition": "descriptor" if table == "embeddings" else None, "rows": rows[table],
              "bytes": (comp / rel).stat().st_size, "lo": None, "hi": None}],
             "folded": f"{gen}/folded.parquet", "previous": None, "cleaned": True})
@@ -197,7 +197,7 @@ def generate_compacted(root: Path, n: int, *, beats: int, dim: int) -> float:
         record = cat.compaction_record(table)
         current_with = rows_current_with(cat, table, [comp / f["path"] for f in record["files"]])
         if current_with:
-            _write_record(comp, {**record, "current_with": current_with})
+            _write_record(cat, comp, {**record, "current_with": current_with})
     return time.perf_counter() - started
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["filesystem", "is_url", "local_copy", "object_identity", "storage_errors", "url_of"]
+__all__ = ["etag_id", "filesystem", "is_url", "local_copy", "object_identity", "storage_errors", "url_of"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -119,9 +119,13 @@ def object_identity(url: str) -> tuple[int, int, int, int]:
         mtime_ns = int(modified.timestamp() * 1e9)
     else:
         mtime_ns = int(float(modified or 0) * 1e9)
-    tag = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("generation") or mtime_ns)
-    tag_id = int.from_bytes(hashlib.blake2b(tag.encode(), digest_size=8).digest(), "big") >> 1
-    return int(info["size"]), mtime_ns, mtime_ns, tag_id
+    tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("generation") or mtime_ns
+    return int(info["size"]), mtime_ns, mtime_ns, etag_id(str(tag))
+
+
+def etag_id(tag: str) -> int:
+    """A non-negative 63-bit number for an object's ETag (quotes ignored), to store where an inode goes."""
+    return int.from_bytes(hashlib.blake2b(tag.strip('"').encode(), digest_size=8).digest(), "big") >> 1
 
 
 @contextlib.contextmanager

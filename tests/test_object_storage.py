@@ -24,7 +24,8 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
 from mirflow.catalog import Catalog  # noqa: E402
-from mirflow.errors import CatalogError, MirflowError  # noqa: E402
+from mirflow.catalog.compact import CRASH_ENV  # noqa: E402
+from mirflow.errors import MirflowError  # noqa: E402
 from mirflow.pipeline.runner import ClusterOptions, analyze  # noqa: E402
 from mirflow.query import connect, read_table, to_dask  # noqa: E402
 
@@ -187,13 +188,19 @@ def test_cli_query_and_damaged_part_on_s3(tmp_path, bucket):
     assert connect(catalog).execute("select count(*) from tracks").fetchone()[0] == 3
     assert fs.find(f"{name}/cat/_quarantine")
 
-    # Work that needs a local file system says so instead of failing half-way.
-    with pytest.raises(CatalogError, match="object storage"):
-        from mirflow.catalog.compact import compact
-
-        compact(catalog)
+    # Compaction on S3: the parts fold into one object per table, every row still once.
+    before = connect(catalog).execute("select track_id, tempo_bpm from tracks order by track_id").fetchall()
     compacted = subprocess.run([*cmd, "compact", catalog], capture_output=True, text=True, timeout=120)
-    assert compacted.returncode == 2 and "object storage" in compacted.stderr
+    assert compacted.returncode == 0, compacted.stdout + compacted.stderr
+    fs.invalidate_cache()
+    assert not [k for k in fs.find(f"{name}/cat/tracks") if "/_compacted/" not in k]
+    assert not fs.exists(f"{name}/cat/.compact.lock")
+    assert connect(catalog).execute("select track_id, tempo_bpm from tracks order by track_id").fetchall() == before
+    assert len(read_table(catalog, "tracks")) == 3 and to_dask(catalog, "beats")["track_id"].nunique().compute() == 3
+
+    # Work that needs a local file system says so instead of failing half-way.
+    report = subprocess.run([*cmd, "report", catalog], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 2 and "object storage" in report.stderr, report.stderr
 
 
 def test_killed_run_on_s3_resumes_without_duplicates_or_gaps(tmp_path, bucket):
@@ -283,3 +290,76 @@ def test_storage_failures_are_one_clear_error_line(tmp_path, s3_server):
                          timeout=120, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "NoCredentialsError" in out.stderr and "AWS_ACCESS_KEY_ID" in out.stderr
+
+
+@pytest.mark.parametrize("step", ["listed", "written", "committed", "deleting", "deleted", "cleaned"])
+def test_compaction_killed_at_each_step_on_s3_keeps_every_row_once(tmp_path, s3_catalog, step):
+    """A compaction killed at any step leaves every row readable once; the next one takes over its lock."""
+    fs, source, expected = s3_catalog
+    catalog = f"{source}-{step}"
+    fs.copy(source.removeprefix("s3://") + "/", catalog.removeprefix("s3://") + "/", recursive=True)
+    fs.invalidate_cache()
+    code = "import sys; from mirflow.catalog.compact import compact; compact(sys.argv[1])"
+    killed = subprocess.run([sys.executable, "-c", code, catalog], env={**os.environ, CRASH_ENV: step},
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 99, killed.stderr
+    assert _rows_seen(catalog) == expected
+    assert fs.exists(catalog.removeprefix("s3://") + "/.compact.lock")  # left by the killed process
+    done = subprocess.run([sys.executable, "-c", code, catalog], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    fs.invalidate_cache()
+    assert _rows_seen(catalog) == expected
+    loose = [k for k in fs.find(catalog.removeprefix("s3://")) if k.endswith(".parquet") and "/_compacted/" not in k]
+    assert not loose
+
+
+@pytest.fixture(scope="module")
+def s3_catalog(s3_server, tmp_path_factory):
+    """A small analyzed catalog in S3 (not compacted) and the rows each reader must see."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    name = f"mirflow-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(name)
+    root = tmp_path_factory.mktemp("s3cat")
+    for i in range(3):
+        write_audio(root / "music" / f"t{i}.wav", tone_mix(3.0, freqs=(200.0 + 20 * i, 300.0), seed=i))
+    (root / "music" / "broken.wav").write_bytes(b"RIFF not really a wave file" * 20)
+    catalog = f"s3://{name}/catalog"
+    analyze([root / "music"], catalog, pipeline=_pipeline(root), progress=None,
+            cluster=ClusterOptions(workers=1, dashboard=False, worker_lifetime=None))
+    return fs, catalog, _rows_seen(catalog)
+
+
+def _rows_seen(catalog: str) -> dict[str, object]:
+    """Each table's rows through SQL, pandas and the catalog reader; a row seen twice would show."""
+    con = connect(catalog)
+    out = {}
+    for table, key in (("tracks", "track_id"), ("beats", "track_id, time_s"), ("files", "path"), ("errors", "path")):
+        sql = sorted(con.execute(f"select {key} from {table}").fetchall())
+        frame = read_table(catalog, table)
+        pandas = sorted(map(tuple, frame[[k.strip() for k in key.split(",")]].itertuples(index=False)))
+        assert sql == pandas, table
+        out[table] = sql
+    con.close()
+    return out
+
+
+def test_one_compaction_at_a_time_on_s3(s3_catalog, monkeypatch):
+    """The lock object keeps a second compaction out while the holder lives and refreshes it."""
+    from mirflow.catalog import remote
+    from mirflow.catalog.compact import CompactionBusy, compact, compaction_lock
+
+    fs, catalog, expected = s3_catalog
+    monkeypatch.setattr(remote, "LOCK_HEARTBEAT_S", 0.2)
+    cat = Catalog(catalog)
+    with compaction_lock(cat, wait=False):
+        first = fs.info(catalog.removeprefix("s3://") + "/.compact.lock")["ETag"]
+        assert cat.compaction_running()
+        with pytest.raises(CompactionBusy, match="another compaction"):
+            compact(catalog)
+        time.sleep(1.0)
+        fs.invalidate_cache()
+        assert fs.info(catalog.removeprefix("s3://") + "/.compact.lock")["ETag"] != first  # refreshed
+    assert not cat.compaction_running()
+    assert _rows_seen(catalog) == expected

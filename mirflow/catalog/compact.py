@@ -22,6 +22,9 @@ such a live part are hidden. So at every moment each row is seen once:
   (renamed aside first, checked, and put back when a writer replaced them).
 
 One compaction at a time per catalog (``CATALOG/.compact.lock``, ``flock``).
+In object storage the same protocol runs on S3's conditional requests (see
+:mod:`mirflow.catalog.remote`); the storage operations are the catalog's
+(:meth:`Catalog.put_if_absent`, :meth:`Catalog.delete_if_unchanged`, …).
 The previous generation's files are kept until the next compaction, so a
 reader that listed them just before a commit can still read them.
 
@@ -31,10 +34,8 @@ reader that listed them just before a commit can still read them.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,7 +50,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mirflow.catalog.layout import (
-    _HOST,
     COMPACTED,
     CURRENT,
     KEY_COLUMN,
@@ -58,7 +58,6 @@ from mirflow.catalog.layout import (
     Catalog,
     LoosePart,
     _read_folded,
-    part_is_intact,
     tombstone_table,
     utcnow,
 )
@@ -119,7 +118,15 @@ def _crash_point(step: str, table: str) -> None:
 
 @contextmanager
 def compaction_lock(cat: Catalog, *, wait: bool) -> Iterator[None]:
-    """Hold ``CATALOG/.compact.lock`` exclusively (released by the kernel if the process dies)."""
+    """Hold ``CATALOG/.compact.lock`` exclusively (released by the kernel if the process dies).
+
+    In object storage, the catalog's own lock object (see
+    :meth:`ObjectCatalog.compaction_lock <mirflow.catalog.remote.ObjectCatalog.compaction_lock>`).
+    """
+    if not cat.is_local:
+        with cat.compaction_lock(wait=wait):
+            yield
+        return
     cat.root.mkdir(parents=True, exist_ok=True)
     fd = os.open(cat.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -132,7 +139,7 @@ def compaction_lock(cat: Catalog, *, wait: bool) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise CompactionBusy(f"another compaction of {cat.root} is running (lock "
+                    raise CompactionBusy(f"another compaction of {cat.url} is running (lock "
                                          f"{cat.root / LOCK_FILE}); wait for it, or use --wait") from None
                 time.sleep(0.05)
         yield
@@ -167,8 +174,8 @@ def maybe_compact(catalog: str | os.PathLike[str] | Catalog, *,
     running (it folds this run's parts, or the next one does).
     """
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
-    if not cat.is_local:
-        log.info("%s is in object storage: not compacted (see docs/scale.md)", cat.url)
+    if not cat.can_compact():
+        log.info("%s: this store cannot be compacted (see docs/scale-out.md)", cat.url)
         return None
     if not needs_compaction(cat, min_loose_parts=min_loose_parts):
         return None
@@ -201,16 +208,16 @@ def compact(catalog: str | os.PathLike[str] | Catalog, *, tables: list[str] | No
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     if cat.read_manifest() is None:
         raise CatalogError(f"{cat.url} is not a mirflow catalog (no manifest.json)")
-    # The commit protocol needs renames, hard links and a lock (the module
-    # docstring); object stores offer none of them.
-    cat.local_root("compaction")
+    if not cat.can_compact():
+        raise CatalogError(f"{cat.url}: compaction needs a local file system or S3 (conditional writes and "
+                           "deletes); this object store has neither")
     started = time.perf_counter()
     summary = CompactionSummary()
     names = tables or list(load_schemas())
     with compaction_lock(cat, wait=wait):
         # tracks first: a re-run plans from tracks and files.
         for table in sorted(names, key=lambda n: (n != "tracks", n != "files", n)):
-            if not cat.table_dir(table).is_dir():
+            if not cat.is_dir(cat.table_dir(table)):
                 continue
             summary.tables.append(_compact_table(cat, table, min_loose_parts=min_loose_parts))
     summary.seconds = time.perf_counter() - started
@@ -224,26 +231,27 @@ def _compact_table(cat: Catalog, table: str, *, min_loose_parts: int) -> TableCo
     spec = table_schema(table)
     comp_dir = cat.table_dir(table) / COMPACTED
     record = cat.compaction_record(table)
-    folded_before = _read_folded(comp_dir / record["folded"]) if record and not record.get("cleaned") else {}
+    folded_before = (_read_folded(comp_dir / record["folded"], cat.arrow_fs)
+                     if record and not record.get("cleaned") else {})
     # From here on, remove_part writes tombstones instead of deleting parts
     # (a deleted part's rows could otherwise survive in this generation).
-    comp_dir.mkdir(parents=True, exist_ok=True)
+    cat.make_dirs(comp_dir)
     loose = cat.loose_parts(table, with_stat=True)
     carried = [p for p in loose if folded_before.get(p.rel) == (p.size, p.mtime_ns, p.inode)]
     carried_rels = {p.rel for p in carried}
     live = [p for p in loose if p.rel not in carried_rels]
-    to_fold = [p for p in live if part_is_intact(p.path)]  # damaged ones stay loose for the quarantine
+    to_fold = [p for p in live if cat.part_intact(p.path)]  # damaged ones stay loose for the quarantine
     _crash_point("listed", table)
     if (len(live) <= min_loose_parts and not carried) or (not to_fold and record is not None and not carried):
         if len(live) <= min_loose_parts and not carried:
-            _remove_stale_generations(comp_dir, record)
+            _remove_stale_generations(cat, comp_dir, record)
         _refresh_current_with(cat, table, comp_dir, record)
         out.seconds = time.perf_counter() - started
         return out
 
     generation = utcnow().strftime("%Y%m%dT%H%M%S%fZ-") + uuid.uuid4().hex[:8]
     gen_dir = comp_dir / generation
-    gen_dir.mkdir()
+    cat.make_dirs(gen_dir)
     old_files = [(f.get("partition"), comp_dir / f["path"]) for f in (record or {}).get("files", [])]
     partitions = sorted({p.partition for p in to_fold} | {p for p, _ in old_files},
                         key=lambda v: (v is not None, v or ""))
@@ -252,7 +260,7 @@ def _compact_table(cat: Catalog, table: str, *, min_loose_parts: int) -> TableCo
     for partition in partitions:
         fold_here = [p for p in to_fold if p.partition == partition]
         olds = [f for p, f in old_files if p == partition]
-        written, read_ok = _write_partition(table, spec, partition, fold_here, olds, gen_dir, generation)
+        written, read_ok = _write_partition(cat, table, spec, partition, fold_here, olds, gen_dir, generation)
         files_meta.extend(written)
         folded_ok.extend(read_ok)
     _crash_point("written", table)
@@ -261,28 +269,28 @@ def _compact_table(cat: Catalog, table: str, *, min_loose_parts: int) -> TableCo
     # looked before `_compacted/` existed) must not come back from the new
     # generation: put a tombstone in its place unless a writer already did.
     for p in folded_ok:
-        if not p.path.exists():
-            _place_tombstone(cat, table, p)
+        if not cat._exists(p.path):
+            cat.put_if_absent(p.path, tombstone_table(table))
     folded_rows = folded_ok + carried
-    pq.write_table(pa.table({
+    cat.write_parquet(pa.table({
         "rel": pa.array([p.rel for p in folded_rows], pa.string()),
         "size": pa.array([p.size for p in folded_rows], pa.int64()),
         "mtime_ns": pa.array([p.mtime_ns for p in folded_rows], pa.int64()),
         "inode": pa.array([p.inode for p in folded_rows], pa.int64()),
     }), gen_dir / "folded.parquet", compression="zstd")
-    _fsync_dir(gen_dir)
+    cat.sync_dir(gen_dir)
     new_record = {
         "format": 1, "table": table, "generation": generation, "created_at": utcnow().isoformat(),
         "files": files_meta, "folded": f"{generation}/folded.parquet", "folded_count": len(folded_rows),
         "previous": (record or {}).get("generation"), "cleaned": False,
         "current_with": rows_current_with(cat, table, [comp_dir / f["path"] for f in files_meta]),
     }
-    _write_record(comp_dir, new_record)  # the commit
+    _write_record(cat, comp_dir, new_record)  # the commit
     # Again after the commit: a writer deleting a part between the check
     # above and the commit would otherwise revive the part's rows for good.
     for p in folded_ok:
-        if not p.path.exists():
-            _place_tombstone(cat, table, p)
+        if not cat._exists(p.path):
+            cat.put_if_absent(p.path, tombstone_table(table))
     _crash_point("committed", table)
 
     # Folded parts are now ignored by every reader; delete them.
@@ -291,15 +299,15 @@ def _compact_table(cat: Catalog, table: str, *, min_loose_parts: int) -> TableCo
     for i, p in enumerate(folded_rows):
         if i == half:
             _crash_point("deleting", table)
-        if _delete_if_unchanged(p):
+        if cat.delete_if_unchanged(p):
             deleted += 1
         else:
             kept += 1
     _crash_point("deleted", table)
     new_record["cleaned"] = True
-    _write_record(comp_dir, new_record)
+    _write_record(cat, comp_dir, new_record)
     _crash_point("cleaned", table)
-    _remove_stale_generations(comp_dir, new_record)
+    _remove_stale_generations(cat, comp_dir, new_record)
     out.generation = generation
     out.folded_parts = len(folded_ok)
     out.deleted_parts, out.kept_parts = deleted, kept
@@ -329,12 +337,12 @@ def rows_current_with(cat: Catalog, table: str, files: list[Path]) -> str | None
     tracks = cat.snapshot("tracks")
     if tracks.generation is None or tracks.loose:
         return None
-    current = pa.concat_tables([pq.read_table(f, columns=["track_id", "pipeline_version"])
-                                for _, f in tracks.compacted])
+    current = pa.concat_tables([pq.read_table(str(f), columns=["track_id", "pipeline_version"],
+                                              filesystem=cat.arrow_fs) for _, f in tracks.compacted])
     ids = current.column("track_id").combine_chunks()
     versions = current.column("pipeline_version").combine_chunks()
     for f in files:
-        parquet = pq.ParquetFile(f)
+        parquet = pq.ParquetFile(str(f), filesystem=cat.arrow_fs)
         columns = ["track_id"] + ([VERSION_COLUMN] if VERSION_COLUMN in parquet.schema_arrow.names else [])
         for batch in parquet.iter_batches(columns=columns, batch_size=1 << 18):
             idx = pc.index_in(batch.column(0), value_set=ids)
@@ -355,7 +363,7 @@ def _refresh_current_with(cat: Catalog, table: str, comp_dir: Path, record: dict
     files = [comp_dir / f["path"] for f in record["files"]]
     current_with = rows_current_with(cat, table, files)
     if current_with != record.get("current_with"):
-        _write_record(comp_dir, {**record, "current_with": current_with})
+        _write_record(cat, comp_dir, {**record, "current_with": current_with})
 
 
 def _bucket_bounds(n_buckets: int) -> list[tuple[str | None, str | None]]:
@@ -372,9 +380,9 @@ def _in_range(key: str, lo: str | None, hi: str | None) -> bool:
     return (lo is None or key >= lo) and (hi is None or key < hi)
 
 
-def _read_part(p: LoosePart, table: str) -> tuple[LoosePart, pa.Table | None]:
+def _read_part(cat: Catalog, p: LoosePart, table: str) -> tuple[LoosePart, pa.Table | None]:
     try:
-        data = pq.ParquetFile(p.path).read()
+        data = pq.ParquetFile(str(p.path), filesystem=cat.arrow_fs).read()
     except FileNotFoundError:
         return p, None
     except (OSError, pa.ArrowException) as exc:
@@ -383,24 +391,28 @@ def _read_part(p: LoosePart, table: str) -> tuple[LoosePart, pa.Table | None]:
     return p, data
 
 
-def _write_partition(table: str, spec, partition: str | None, fold: list[LoosePart], olds: list[Path],
-                     gen_dir: Path, generation: str) -> tuple[list[dict[str, Any]], list[LoosePart]]:
+def _write_partition(cat: Catalog, table: str, spec, partition: str | None, fold: list[LoosePart],
+                     olds: list[Path], gen_dir: Path, generation: str,
+                     ) -> tuple[list[dict[str, Any]], list[LoosePart]]:
     """Write one partition's new files; returns their record entries and the parts actually folded."""
+    fs = cat.arrow_fs
     live_keys = {p.key for p in fold}
     sizes = None
-    est = sum(pq.ParquetFile(f).metadata.row_group(i).total_byte_size
-              for f in olds for i in range(pq.ParquetFile(f).metadata.num_row_groups))
+    est = 0.0
+    for f in olds:
+        md = pq.ParquetFile(str(f), filesystem=fs).metadata
+        est += sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
     sample = fold[:: max(1, len(fold) // 32)][:32]
     if sample:
-        per_part = sum(_part_bytes(p.path) for p in sample) / len(sample)
+        per_part = sum(_part_bytes(cat, p.path) for p in sample) / len(sample)
         est += per_part * len(fold)
     n_buckets = 1 if est <= BUCKET_BYTES else 16 if est <= 16 * BUCKET_BYTES else 256
     sub = gen_dir if partition is None else gen_dir / partition
-    sub.mkdir(parents=True, exist_ok=True)
+    cat.make_dirs(sub)
     entries: list[dict[str, Any]] = []
     folded: list[LoosePart] = []
     if olds:
-        meta = pq.read_schema(olds[0]).metadata or {}
+        meta = pq.read_schema(str(olds[0]), filesystem=fs).metadata or {}
         sizes = {c.name: int(meta[f"mirflow.size.{c.name}".encode()]) for c in spec.columns
                  if c.sized_per_file and f"mirflow.size.{c.name}".encode() in meta}
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -410,7 +422,7 @@ def _write_partition(table: str, spec, partition: str | None, fold: list[LoosePa
                 filters = [(KEY_COLUMN, ">=", lo)] if lo is not None else []
                 if hi is not None:
                     filters.append((KEY_COLUMN, "<", hi))
-                data = pq.read_table(f, filters=filters or None)
+                data = pq.read_table(str(f), filters=filters or None, filesystem=fs)
                 if live_keys and data.num_rows:
                     data = data.filter(pc.invert(pc.is_in(data.column(KEY_COLUMN),
                                                           value_set=pa.array(sorted(live_keys), pa.string()))))
@@ -419,8 +431,8 @@ def _write_partition(table: str, spec, partition: str | None, fold: list[LoosePa
             mine = [p for p in fold if _in_range(p.key, lo, hi)]
             if mine:
                 if sizes is None and spec.partition_by is not None:
-                    sizes = _sizes_of_parts(spec, mine)
-                data, ok = _read_loose(table, spec, mine, sizes, pool)
+                    sizes = _sizes_of_parts(cat, spec, mine)
+                data, ok = _read_loose(cat, table, spec, mine, sizes, pool)
                 folded.extend(ok)
                 if data is not None and data.num_rows:
                     pieces.append(data)
@@ -436,39 +448,39 @@ def _write_partition(table: str, spec, partition: str | None, fold: list[LoosePa
             merged = merged.sort_by(sort_keys)
             name = f"part-{b:03d}.parquet"
             target = sub / name
-            pq.write_table(merged, target, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            size = cat.write_parquet(merged, target, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             rel = f"{generation}/{name}" if partition is None else f"{generation}/{partition}/{name}"
             entries.append({"path": rel, "partition": partition, "rows": merged.num_rows,
-                            "bytes": target.stat().st_size, "lo": lo, "hi": hi})
+                            "bytes": size, "lo": lo, "hi": hi})
     return entries, folded
 
 
-def _part_bytes(path: Path) -> float:
+def _part_bytes(cat: Catalog, path: Path) -> float:
     try:
-        md = pq.ParquetFile(path).metadata
+        md = pq.ParquetFile(str(path), filesystem=cat.arrow_fs).metadata
         return float(sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)))
     except (OSError, pa.ArrowException):
         return 0.0
 
 
-def _sizes_of_parts(spec, parts: list[LoosePart]) -> dict[str, int]:
+def _sizes_of_parts(cat: Catalog, spec, parts: list[LoosePart]) -> dict[str, int]:
     """Sizes of the ``T[]`` columns of a partition, from the first part that declares them (not a tombstone)."""
     for p in parts:
         try:
-            meta = pq.read_schema(p.path).metadata or {}
+            meta = pq.read_schema(str(p.path), filesystem=cat.arrow_fs).metadata or {}
         except (OSError, pa.ArrowException):
             continue
         if all(f"mirflow.size.{c.name}".encode() in meta for c in spec.columns if c.sized_per_file) and \
-                pq.read_metadata(p.path).num_rows:
+                pq.read_metadata(str(p.path), filesystem=cat.arrow_fs).num_rows:
             return {c.name: int(meta[f"mirflow.size.{c.name}".encode()]) for c in spec.columns if c.sized_per_file}
     return spec.sizes_of({})
 
 
-def _versions(parts: list[LoosePart], pool: ThreadPoolExecutor) -> list[str | None]:
+def _versions(cat: Catalog, parts: list[LoosePart], pool: ThreadPoolExecutor) -> list[str | None]:
     """The pipeline fingerprint in each part's metadata (footers read in threads)."""
     def one(p: LoosePart) -> str | None:
         try:
-            v = (pq.read_schema(p.path).metadata or {}).get(VERSION_META)
+            v = (pq.read_schema(str(p.path), filesystem=cat.arrow_fs).metadata or {}).get(VERSION_META)
         except (OSError, pa.ArrowException):
             return None
         return v.decode() if v else None
@@ -476,7 +488,7 @@ def _versions(parts: list[LoosePart], pool: ThreadPoolExecutor) -> list[str | No
     return list(pool.map(one, parts))
 
 
-def _read_loose(table: str, spec, parts: list[LoosePart], sizes: dict[str, int] | None,
+def _read_loose(cat: Catalog, table: str, spec, parts: list[LoosePart], sizes: dict[str, int] | None,
                 pool: ThreadPoolExecutor) -> tuple[pa.Table | None, list[LoosePart]]:
     """The rows of ``parts`` in the canonical schema plus the hidden key and version columns.
 
@@ -490,13 +502,13 @@ def _read_loose(table: str, spec, parts: list[LoosePart], sizes: dict[str, int] 
     schema = spec.arrow(sizes=sizes if spec.partition_by is not None else spec.sizes_of({}))
     per_track = "track_id" in spec.names and table != "tracks"
     try:
-        data = ds.dataset([str(p.path) for p in parts], schema=schema, format="parquet").to_table(
-            columns=[*schema.names, "__filename"])
+        data = ds.dataset([str(p.path) for p in parts], schema=schema, format="parquet",
+                          filesystem=cat.arrow_fs).to_table(columns=[*schema.names, "__filename"])
         ok = parts
     except (OSError, pa.ArrowException) as exc:
         log.info("%s: a bulk read failed (%s); reading %d parts one by one", table, exc, len(parts))
         tables, ok = [], []
-        for p, t in pool.map(lambda q: _read_part(q, table), parts):
+        for p, t in pool.map(lambda q: _read_part(cat, q, table), parts):
             if t is None:
                 continue
             ok.append(p)
@@ -512,7 +524,7 @@ def _read_loose(table: str, spec, parts: list[LoosePart], sizes: dict[str, int] 
     idx = pc.index_in(data.column("__filename"), value_set=names)
     keys = pc.take(pa.array([p.key for p in ok], pa.string()), idx)
     if per_track:
-        versions = pc.take(pa.array(_versions(ok, pool), pa.string()), idx)
+        versions = pc.take(pa.array(_versions(cat, ok, pool), pa.string()), idx)
     else:
         versions = pa.nulls(data.num_rows, pa.string())
     data = data.drop_columns(["__filename"])
@@ -548,65 +560,14 @@ def _merge(table: str, spec, pieces: list[pa.Table], sizes: dict[str, int] | Non
     return merged.replace_schema_metadata(full.metadata)
 
 
-def _place_tombstone(cat: Catalog, table: str, p: LoosePart) -> None:
-    tmp = p.path.with_name(f".{p.key}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    p.path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(tombstone_table(table), tmp)
-    try:
-        os.link(tmp, p.path)  # never replaces a part a writer put there meanwhile
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_record(cat: Catalog, comp_dir: Path, record: dict[str, Any]) -> None:
+    cat.write_json_atomic(comp_dir / CURRENT, record)
 
 
-def _delete_if_unchanged(p: LoosePart) -> bool:
-    """Delete a folded part only if it is still the file that was folded.
-
-    It is renamed aside first (atomic), then checked: a part a writer
-    replaced since the listing is put back (unless a newer one is there).
-    """
-    aside = p.path.with_name(f".{p.key}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        os.rename(p.path, aside)
-    except FileNotFoundError:
-        return False
-    st = aside.stat()
-    if (st.st_size, st.st_mtime_ns, st.st_ino) == (p.size, p.mtime_ns, p.inode):
-        aside.unlink()
-        return True
-    try:
-        os.link(aside, p.path)
-    except FileExistsError:
-        pass  # an even newer part is in place: it wins
-    aside.unlink()
-    return False
-
-
-def _write_record(comp_dir: Path, record: dict[str, Any]) -> None:
-    tmp = comp_dir / f".{CURRENT}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, comp_dir / CURRENT)
-    _fsync_dir(comp_dir)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_generations(comp_dir: Path, record: dict[str, Any] | None) -> None:
+def _remove_stale_generations(cat: Catalog, comp_dir: Path, record: dict[str, Any] | None) -> None:
     """Delete generation folders other than the current and the previous one (crash leftovers included)."""
     keep = {(record or {}).get("generation"), (record or {}).get("previous")}
-    if not comp_dir.is_dir():
-        return
-    for d in comp_dir.iterdir():
-        if d.is_dir() and d.name not in keep:
-            shutil.rmtree(d, ignore_errors=True)
+    for d in cat.list_dirs(comp_dir):
+        if d.name not in keep:
+            cat.remove_tree(d)
 

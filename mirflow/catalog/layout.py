@@ -188,6 +188,112 @@ class Catalog:
         """Whether the part at ``path`` is a whole Parquet file (see :func:`part_is_intact`)."""
         return part_is_intact(path)
 
+    # ------------------------------------------------- storage primitives (compaction runs on these)
+    # The few operations where a folder and an object store differ; the
+    # layout, snapshot and compaction logic above and in compact.py is shared.
+    def part_identity(self, path: Path) -> tuple[int, int, int]:
+        """``(size, mtime_ns, inode)`` of a part: what a compaction records of the parts it folds.
+
+        A rewrite changes it (a new file by rename has a new inode). Raises
+        :class:`FileNotFoundError` when the part is gone.
+        """
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns, st.st_ino
+
+    def is_dir(self, path: Path) -> bool:
+        return path.is_dir()
+
+    def list_dirs(self, path: Path) -> list[Path]:
+        """Sub-folders of ``path`` (none when it does not exist)."""
+        try:
+            return [p for p in path.iterdir() if p.is_dir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def make_dirs(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+
+    def delete(self, path: Path) -> bool:
+        """Delete one file; whether it was there."""
+        try:
+            path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def remove_tree(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def write_parquet(self, data: pa.Table, path: Path, **options: Any) -> int:
+        """Write a new file (generations are never overwritten: no temporary name needed); its bytes."""
+        pq.write_table(data, path, **options)
+        return path.stat().st_size
+
+    def write_json_atomic(self, path: Path, obj: Any) -> None:
+        """Replace ``path`` by ``obj`` as JSON in one step, durably (temporary file, fsync, rename)."""
+        tmp = path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync_dir(self, path: Path) -> None:
+        """Make the names in folder ``path`` durable (no-op where writes are durable when acknowledged)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def put_if_absent(self, path: Path, data: pa.Table) -> bool:
+        """Write ``data`` at ``path`` unless something is there already (never replaces a writer's part)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        pq.write_table(data, tmp)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def delete_if_unchanged(self, part: LoosePart) -> bool:
+        """Delete a folded part only if it is still the file that was folded.
+
+        It is renamed aside first (atomic), then checked: a part a writer
+        replaced since the listing is put back (unless a newer one is there).
+        """
+        aside = part.path.with_name(f".{part.key}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            os.rename(part.path, aside)
+        except FileNotFoundError:
+            return False
+        st = aside.stat()
+        if (st.st_size, st.st_mtime_ns, st.st_ino) == (part.size, part.mtime_ns, part.inode):
+            aside.unlink()
+            return True
+        try:
+            os.link(aside, part.path)
+        except FileExistsError:
+            pass  # an even newer part is in place: it wins
+        aside.unlink()
+        return False
+
+    def compaction_running(self) -> bool:
+        """Whether a compaction of this catalog holds its lock right now."""
+        return compaction_running(self.root)
+
+    def can_compact(self) -> bool:
+        """Whether this store offers what compaction's commit protocol needs (see :mod:`mirflow.catalog.compact`)."""
+        return True
+
     # ----------------------------------------------------------------- layout
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -271,9 +377,9 @@ class Catalog:
         from mirflow.catalog.schema import table_schema
 
         d = self.table_dir(table)
-        if table_schema(table).partition_by is None or not d.is_dir():
+        if table_schema(table).partition_by is None:
             return []
-        names = {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+        names = {p.name for p in self.list_dirs(d) if not p.name.startswith(("_", "."))}
         record = self.compaction_record(table)
         if record is not None:
             names.update(f["partition"] for f in record["files"] if f.get("partition") is not None)
@@ -321,15 +427,11 @@ class Catalog:
         was there (or a tombstone was written).
         """
         path = self.part_path(table, key, partition)
-        if (self.table_dir(table) / COMPACTED).is_dir() and (
-                _compaction_running(self.root) or self._compacted_has(table, key, partition)):
+        if self.is_dir(self.table_dir(table) / COMPACTED) and (
+                self.compaction_running() or self._compacted_has(table, key, partition)):
             self.write_part(table, key, tombstone_table(table), partition=partition)
             return True
-        try:
-            path.unlink()
-            return True
-        except FileNotFoundError:
-            return False
+        return self.delete(path)
 
     def sweep_temporary(self, *, max_age_s: float = 24 * 3600.0) -> int:
         """Delete ``.tmp`` files left by writers that were killed mid-write.
@@ -359,10 +461,9 @@ class Catalog:
         """The committed compaction of ``table`` (``TABLE/_compacted/CURRENT.json``), or ``None``."""
         path = self.table_dir(table) / COMPACTED / CURRENT
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, json.JSONDecodeError) as exc:  # written by tmp + rename: never half a record
+            raw = self._read_bytes(path)
+            return None if raw is None else json.loads(raw.decode("utf-8"))
+        except (OSError, ValueError) as exc:  # written atomically: never half a record
             raise CatalogError(f"unreadable compaction record {path}: {exc}") from None
 
     def snapshot(self, table: str, partition: str | None = None) -> TableSnapshot:
@@ -382,7 +483,7 @@ class Catalog:
             folded: dict[str, tuple[int, int, int]] = {}
             need_stat = record is not None and not record.get("cleaned")
             if need_stat:
-                folded = _read_folded(self.table_dir(table) / COMPACTED / record["folded"])
+                folded = _read_folded(self.table_dir(table) / COMPACTED / record["folded"], self.arrow_fs)
             loose = self.loose_parts(table, partition, with_stat=need_stat)
             again = self.compaction_record(table)
             if (again or {}).get("generation") != (record or {}).get("generation"):
@@ -410,7 +511,8 @@ class Catalog:
                 continue
             path = self.table_dir(table) / COMPACTED / f["path"]
             try:
-                hit = pq.read_table(path, columns=[KEY_COLUMN], filters=[(KEY_COLUMN, "==", key)])
+                hit = pq.read_table(str(path), columns=[KEY_COLUMN], filters=[(KEY_COLUMN, "==", key)],
+                                    filesystem=self.arrow_fs)
             except FileNotFoundError:  # superseded meanwhile: ask the new record
                 return self._compacted_has(table, key, partition)
             if hit.num_rows:
@@ -427,13 +529,13 @@ class Catalog:
         for _ in range(5):
             record = self.compaction_record(table)
             part = self.part_path(table, key, partition)
-            folded = (_read_folded(self.table_dir(table) / COMPACTED / record["folded"])
+            folded = (_read_folded(self.table_dir(table) / COMPACTED / record["folded"], self.arrow_fs)
                       if record is not None and not record.get("cleaned") else {})
             try:
-                st = part.stat()
+                identity = self.part_identity(part)
                 rel = str(part.relative_to(self.table_dir(table)))
-                if folded.get(rel) != (st.st_size, st.st_mtime_ns, st.st_ino):
-                    return pq.read_table(part)
+                if folded.get(rel) != identity:
+                    return pq.read_table(str(part), filesystem=self.arrow_fs)
             except FileNotFoundError:
                 pass
             if record is None:
@@ -447,8 +549,8 @@ class Catalog:
                     if f.get("partition") != partition or (lo is not None and key < lo) or \
                             (hi is not None and key >= hi):
                         continue
-                    t = pq.read_table(self.table_dir(table) / COMPACTED / f["path"],
-                                      filters=[(KEY_COLUMN, "==", key)])
+                    t = pq.read_table(str(self.table_dir(table) / COMPACTED / f["path"]),
+                                      filters=[(KEY_COLUMN, "==", key)], filesystem=self.arrow_fs)
                     hits.append(t.drop_columns([c for c in (KEY_COLUMN, VERSION_COLUMN) if c in t.column_names]))
             except FileNotFoundError:  # superseded by a newer generation meanwhile
                 continue
@@ -472,7 +574,7 @@ class Catalog:
         wanted = sorted(set(keys))
         if self.compaction_record(table) is None:
             files = [p for k in wanted if self._exists(p := self.part_path(table, k, partition))]
-            pieces = [pq.read_table(f, columns=columns, filesystem=self.arrow_fs) for f in files]
+            pieces = [pq.read_table(str(f), columns=columns, filesystem=self.arrow_fs) for f in files]
             if self.compaction_record(table) is None:  # no compaction folded them away meanwhile
                 return _concat_nonempty(pieces)
         for attempt in range(5):
@@ -481,10 +583,10 @@ class Catalog:
             live = [p for p in snap.loose if p.key in wanted_set]
             compacted_keys = sorted(wanted_set - snap.hidden_keys().get(partition, set()))
             try:
-                pieces = [pq.read_table(p.path, columns=columns, filesystem=self.arrow_fs) for p in live]
+                pieces = [pq.read_table(str(p.path), columns=columns, filesystem=self.arrow_fs) for p in live]
                 if compacted_keys:
-                    pieces += [pq.read_table(f, columns=columns, filters=[(KEY_COLUMN, "in", compacted_keys)])
-                               for _, f in snap.compacted]
+                    pieces += [pq.read_table(str(f), columns=columns, filters=[(KEY_COLUMN, "in", compacted_keys)],
+                                             filesystem=self.arrow_fs) for _, f in snap.compacted]
             except FileNotFoundError:  # a newer compaction removed what the snapshot listed
                 if attempt == 4:
                     raise
@@ -544,9 +646,9 @@ class Catalog:
 
         hidden = snap.hidden_keys()
         for part_name, f in snap.compacted:
-            present = pq.read_schema(f, filesystem=self.arrow_fs).names
+            present = pq.read_schema(str(f), filesystem=self.arrow_fs).names
             read_cols = [c for c in [*wanted, KEY_COLUMN, VERSION_COLUMN] if c in present]
-            data = pq.read_table(f, columns=read_cols, filesystem=self.arrow_fs)
+            data = pq.read_table(str(f), columns=read_cols, filesystem=self.arrow_fs)
             keys = hidden.get(part_name)
             if keys:
                 data = data.filter(pc.invert(pc.is_in(data.column(KEY_COLUMN), value_set=pa.array(sorted(keys)))))
@@ -761,7 +863,7 @@ def _subdirs(root: Path) -> list[str]:
         return []
 
 
-def _compaction_running(root: Path) -> bool:
+def compaction_running(root: Path) -> bool:
     """Whether a compaction holds ``CATALOG/.compact.lock`` right now."""
     import fcntl
 
@@ -778,9 +880,9 @@ def _compaction_running(root: Path) -> bool:
     return False
 
 
-def _read_folded(path: Path) -> dict[str, tuple[int, int, int]]:
-    """``relative part path -> (size, mtime_ns, inode)`` of the parts a generation folded."""
-    data = pq.read_table(path).to_pydict()
+def _read_folded(path: Path, filesystem: Any = None) -> dict[str, tuple[int, int, int]]:
+    """``relative part path -> (size, mtime_ns, inode)`` of the parts a generation folded (see :meth:`Catalog.part_identity`)."""
+    data = pq.read_table(str(path), filesystem=filesystem).to_pydict()
     return {rel: (size, mtime, ino) for rel, size, mtime, ino in zip(
         data["rel"], data["size"], data["mtime_ns"], data["inode"], strict=True)}
 

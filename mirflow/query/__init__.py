@@ -195,7 +195,7 @@ def _source_sql(con: duckdb.DuckDBPyConnection, cat: Catalog, table: str, partit
         if snap.compacted:
             import pyarrow.parquet as pq
 
-            metas.insert(0, pq.read_schema(snap.compacted[0][1], filesystem=cat.arrow_fs).metadata or {})
+            metas.insert(0, pq.read_schema(str(snap.compacted[0][1]), filesystem=cat.arrow_fs).metadata or {})
         meta = metas[0] if metas else {}
         sizes = {c.name: int(meta.get(f"mirflow.size.{c.name}".encode(), b"1")) for c in spec.columns
                  if c.sized_per_file}

@@ -676,7 +676,7 @@ def _snapshot_counts(snap: TableSnapshot, fs=None) -> tuple[int, int]:
     rows = keys = 0
     for partition, f in snap.compacted:
         gone = hidden.get(partition)
-        key_column = pq.read_table(f, columns=[KEY_COLUMN], filesystem=fs).column(KEY_COLUMN)
+        key_column = pq.read_table(str(f), columns=[KEY_COLUMN], filesystem=fs).column(KEY_COLUMN)
         if gone:
             key_column = key_column.filter(pc.invert(pc.is_in(key_column, value_set=pa.array(sorted(gone)))))
         rows += len(key_column)
@@ -721,7 +721,7 @@ def catalog_info(catalog: str | os.PathLike[str] | Catalog) -> CatalogInfo:
                 dim = None
                 sample = [p.path for p in part_snap.loose] + [f for _, f in part_snap.compacted]
                 if sized and sample:
-                    raw = (pq.read_schema(sample[0], filesystem=cat.arrow_fs).metadata or {}).get(f"mirflow.size.{sized[0]}".encode())
+                    raw = (pq.read_schema(str(sample[0]), filesystem=cat.arrow_fs).metadata or {}).get(f"mirflow.size.{sized[0]}".encode())
                     dim = int(raw) if raw else None
                 partitions.append(PartitionInfo(name=part, rows=rows, tracks=keys, dimension=dim))
         tables.append(TableInfo(

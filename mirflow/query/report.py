@@ -210,10 +210,10 @@ def build_report(catalog: str | os.PathLike[str], *, out: str | os.PathLike[str]
     -------
     Report
     """
-    text, page = _render(catalog, max_points=max_points, top_n=top_n)
     if out is None:
         out = Catalog(catalog).local_root("writing the report beside the catalog (give --out)") / "report.html"
     path = Path(out)
+    text, page = _render(catalog, max_points=max_points, top_n=top_n)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
