@@ -8,7 +8,10 @@ writes them. Then, in one run, before and after ``mirflow.catalog.compact``:
 * file count and bytes of the catalog;
 * planning: ``Catalog.known_files()`` + ``Catalog.existing_tracks()`` and the
   skip decision for every path (what ``analyze --dry-run`` does besides
-  stat-ing the inputs, which costs the same before and after);
+  listing and stat-ing the inputs, which costs the same before and after);
+* with ``--inputs DIR``: ``mirflow.analyze(..., dry_run=True)`` itself, end to
+  end, over N real one-byte input files whose ``files`` rows carry their real
+  identity (so every one is recognized as analyzed and skipped);
 * ``mirflow.query.connect`` and four typical queries (tempo range + key
   filter, group by key, tracks joined with embeddings by cosine similarity,
   top-N by loudness).
@@ -35,7 +38,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FINGERPRINT = "synthetic-v1"
+#: The pipeline the synthetic catalog claims to have been analyzed with; its
+#: fingerprint is the tracks' ``pipeline_version``, so a dry run skips them all.
+PIPELINE_YAML = "name: synthetic\nversion: 1\nextractors: [metadata]\n"
+
+
+def _fingerprint() -> str:
+    import tempfile
+
+    from mirflow.pipeline.config import load_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "synthetic.yaml"
+        path.write_text(PIPELINE_YAML)
+        return load_pipeline(path).fingerprint
+
+
+FINGERPRINT = _fingerprint()
 KEYS = [f"{t} {m}" for t in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
         for m in ("major", "minor")]
 
@@ -57,13 +76,33 @@ def _track_ids(start: int, stop: int) -> list[str]:
     return [hashlib.blake2b(str(i).encode(), digest_size=16).hexdigest() for i in range(start, stop)]
 
 
-def _chunk_tables(start: int, stop: int, beats: int, dim: int) -> dict[str, pa.Table]:
+def _input_files(inputs: Path, start: int, stop: int) -> tuple[list[str], np.ndarray]:
+    """Create one-byte input files (1,000 per folder); their paths and ``(size, mtime, ctime, inode)``."""
+    paths, facts = [], np.zeros((stop - start, 4), np.int64)
+    for j, i in enumerate(range(start, stop)):
+        folder = inputs / f"d{i // 1000:05d}"
+        if i % 1000 == 0 or j == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"track{i}.flac"
+        path.write_bytes(b"x")
+        st = path.stat()
+        paths.append(str(path))
+        facts[j] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return paths, facts
+
+
+def _chunk_tables(start: int, stop: int, beats: int, dim: int, inputs: Path | None = None) -> dict[str, pa.Table]:
     from mirflow.catalog.schema import table_schema
 
     n = stop - start
     rng = np.random.default_rng(start)
     ids = _track_ids(start, stop)
-    paths = [f"/music/artist{i % 997}/track{i}.flac" for i in range(start, stop)]
+    if inputs is not None:
+        paths, facts = _input_files(inputs, start, stop)
+    else:
+        paths = [f"/music/artist{i % 997}/track{i}.flac" for i in range(start, stop)]
+        facts = np.stack([rng.integers(1e6, 1e8, n), rng.integers(1.6e18, 1.7e18, n),
+                          rng.integers(1.6e18, 1.7e18, n), np.arange(start, stop)], axis=1)
     now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
     spec = table_schema("tracks")
     schema = spec.arrow(sizes=spec.sizes_of({}))
@@ -86,9 +125,9 @@ def _chunk_tables(start: int, stop: int, beats: int, dim: int) -> dict[str, pa.T
 
     fspec = table_schema("files")
     files = pa.Table.from_arrays([
-        pa.array(paths), pa.nulls(n, pa.binary()), pa.array(ids), pa.array(rng.integers(1e6, 1e8, n)),
-        pa.array(rng.integers(1.6e18, 1.7e18, n)), pa.array(rng.integers(1.6e18, 1.7e18, n)),
-        pa.array(np.arange(start, stop)), pa.array([now.value] * n, pa.timestamp("us", tz="UTC"))],
+        pa.array(paths), pa.nulls(n, pa.binary()), pa.array(ids), pa.array(facts[:, 0]),
+        pa.array(facts[:, 1]), pa.array(facts[:, 2]),
+        pa.array(facts[:, 3]), pa.array([now.value] * n, pa.timestamp("us", tz="UTC"))],
         schema=fspec.arrow())
 
     bspec = table_schema("beats")
@@ -106,12 +145,12 @@ def _chunk_tables(start: int, stop: int, beats: int, dim: int) -> dict[str, pa.T
     return {"tracks": tracks, "files": files, "beats": beat_rows, "embeddings": emb}
 
 
-def _write_chunk(args: tuple[str, int, int, int, int]) -> int:
+def _write_chunk(args: tuple[str, int, int, int, int, str | None]) -> int:
     from mirflow.catalog.layout import VERSION_META, Catalog, path_key
 
-    root, start, stop, beats, dim = args
+    root, start, stop, beats, dim, inputs = args
     cat = Catalog(root)
-    tables = _chunk_tables(start, stop, beats, dim)
+    tables = _chunk_tables(start, stop, beats, dim, Path(inputs) if inputs else None)
     stamp = {VERSION_META: FINGERPRINT.encode()}
     for i in range(stop - start):
         tid = tables["tracks"]["track_id"][i].as_py()
@@ -129,14 +168,21 @@ def _write_chunk(args: tuple[str, int, int, int, int]) -> int:
     return stop - start
 
 
-def generate(root: Path, n: int, *, beats: int, dim: int, processes: int) -> float:
+def _fresh(root: Path, inputs: Path | None) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    if inputs is not None:
+        shutil.rmtree(inputs, ignore_errors=True)
+
+
+def generate(root: Path, n: int, *, beats: int, dim: int, processes: int, inputs: Path | None = None) -> float:
     from mirflow.catalog.layout import Catalog
 
     started = time.perf_counter()
-    shutil.rmtree(root, ignore_errors=True)
+    _fresh(root, inputs)
     Catalog(root).open_for("synthetic")
     step = 2000
-    chunks = [(str(root), s, min(n, s + step), beats, dim) for s in range(0, n, step)]
+    chunks = [(str(root), s, min(n, s + step), beats, dim, str(inputs) if inputs else None)
+              for s in range(0, n, step)]
     with Pool(processes) as pool:
         done = 0
         for k in pool.imap_unordered(_write_chunk, chunks):
@@ -146,14 +192,14 @@ def generate(root: Path, n: int, *, beats: int, dim: int, processes: int) -> flo
     return time.perf_counter() - started
 
 
-def generate_compacted(root: Path, n: int, *, beats: int, dim: int) -> float:
+def generate_compacted(root: Path, n: int, *, beats: int, dim: int, inputs: Path | None = None) -> float:
     """Write the N tracks straight into one compacted generation per table (no parts): the state a
     compaction leaves, at sizes whose millions of parts would take hours to write on a small machine."""
     from mirflow.catalog.compact import ROW_GROUP_ROWS, _write_record
     from mirflow.catalog.layout import COMPACTED, KEY_COLUMN, VERSION_COLUMN, Catalog, path_key
 
     started = time.perf_counter()
-    shutil.rmtree(root, ignore_errors=True)
+    _fresh(root, inputs)
     cat = Catalog(root)
     cat.open_for("synthetic")
     gen = "direct"
@@ -161,7 +207,7 @@ def generate_compacted(root: Path, n: int, *, beats: int, dim: int) -> float:
     rows: dict[str, int] = {}
     step = 50_000
     for start in range(0, n, step):
-        tables = _chunk_tables(start, min(n, start + step), beats, dim)
+        tables = _chunk_tables(start, min(n, start + step), beats, dim, inputs)
         for table, data in tables.items():
             if table == "files":
                 keys = pa.array([path_key(p) for p in data.column("path").to_pylist()])
@@ -237,12 +283,27 @@ def query_times(root: Path) -> dict[str, float]:
     return out
 
 
-def measure(root: Path, n: int, *, queries: bool) -> dict:
+def dry_run_time(root: Path, inputs: Path) -> tuple[float, int]:
+    """``mirflow.analyze(inputs, root, dry_run=True)`` end to end: list, stat, plan; seconds and tracks skipped."""
+    import mirflow
+
+    pipeline = root.parent / f"{root.name}-synthetic.yaml"
+    pipeline.write_text(PIPELINE_YAML)
+    started = time.perf_counter()
+    summary = mirflow.analyze([inputs], root, pipeline=str(pipeline), dry_run=True)
+    return time.perf_counter() - started, summary.skipped
+
+
+def measure(root: Path, n: int, *, queries: bool, inputs: Path | None = None) -> dict:
     files, size = disk_usage(root)
     t_plan, skipped = plan_time(root)
     assert skipped == n, f"planning found {skipped} current tracks of {n}"
     row = {"files": files, "bytes": size, "plan_s": t_plan}
     print(f"  {files} files, {size / 2**20:.0f} MiB; planning {t_plan:.1f} s", flush=True)
+    if inputs is not None:
+        row["dry_run_s"], skipped = dry_run_time(root, inputs)
+        assert skipped == n, f"the dry run skipped {skipped} of {n}"
+        print(f"  analyze --dry-run over {n} input files: {row['dry_run_s']:.1f} s", flush=True)
     if queries:
         row["queries"] = query_times(root)
         print("  " + ", ".join(f"{k}: {v:.2f} s" for k, v in row["queries"].items()), flush=True)
@@ -259,6 +320,8 @@ def main() -> None:
     ap.add_argument("--skip-before-queries", action="store_true",
                     help="skip the queries on the uncompacted catalog (slow at a million tracks)")
     ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument("--inputs", help="also create N one-byte input files here (replaced) and time "
+                                     "`analyze --dry-run` over them")
     ap.add_argument("--direct", action="store_true",
                     help="write the tracks straight into a compacted generation and measure only the state "
                          "after compaction (for --n 1000000: its parts would take hours to generate here)")
@@ -266,27 +329,29 @@ def main() -> None:
     from mirflow.catalog.compact import compact
 
     root = Path(args.out)
+    inputs = Path(args.inputs) if args.inputs else None
     if args.direct:
         result = {"n": args.n, "beats_per_track": args.beats, "dim": args.dim, "cpus": os.cpu_count(),
                   "direct": True}
-        result["generate_s"] = generate_compacted(root, args.n, beats=args.beats, dim=args.dim)
+        result["generate_s"] = generate_compacted(root, args.n, beats=args.beats, dim=args.dim, inputs=inputs)
         print("compacted catalog:", flush=True)
-        result["after"] = measure(root, args.n, queries=True)
+        result["after"] = measure(root, args.n, queries=True, inputs=inputs)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1))
         return
     print(f"generating {args.n} tracks into {root}", flush=True)
     result = {"n": args.n, "beats_per_track": args.beats, "dim": args.dim, "cpus": os.cpu_count()}
-    result["generate_s"] = generate(root, args.n, beats=args.beats, dim=args.dim, processes=args.processes)
+    result["generate_s"] = generate(root, args.n, beats=args.beats, dim=args.dim, processes=args.processes,
+                                    inputs=inputs)
     print("before compaction:", flush=True)
-    result["before"] = measure(root, args.n, queries=not args.skip_before_queries)
+    result["before"] = measure(root, args.n, queries=not args.skip_before_queries, inputs=inputs)
     started = time.perf_counter()
     summary = compact(root)
     result["compact_s"] = time.perf_counter() - started
     result["compaction"] = summary.to_dict()
     print(f"compaction: {result['compact_s']:.1f} s", flush=True)
     print("after compaction:", flush=True)
-    result["after"] = measure(root, args.n, queries=True)
+    result["after"] = measure(root, args.n, queries=True, inputs=inputs)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

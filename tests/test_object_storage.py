@@ -198,6 +198,12 @@ def test_cli_query_and_damaged_part_on_s3(tmp_path, bucket):
     assert connect(catalog).execute("select track_id, tempo_bpm from tracks order by track_id").fetchall() == before
     assert len(read_table(catalog, "tracks")) == 3 and to_dask(catalog, "beats")["track_id"].nunique().compute() == 3
 
+    info = subprocess.run([*cmd, "info", catalog], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0 and catalog in info.stdout, info.stdout + info.stderr
+    track = before[0][0]
+    show = subprocess.run([*cmd, "show", catalog, track[:12]], capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0 and track in show.stdout, show.stdout + show.stderr
+
     # Work that needs a local file system says so instead of failing half-way.
     report = subprocess.run([*cmd, "report", catalog], capture_output=True, text=True, timeout=120)
     assert report.returncode == 2 and "object storage" in report.stderr, report.stderr
