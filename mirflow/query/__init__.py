@@ -70,6 +70,9 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
     """
     cat = _catalog(catalog)
     con = duckdb.connect(database)
+    # DuckDB draws a progress bar on stdout for queries over a few seconds;
+    # a library does not print (the CLI says what it is doing itself).
+    con.execute("SET enable_progress_bar = false")
     schemas = load_schemas()
     # Compacted files (a few large ones per table) are read by DuckDB's own
     # Parquet reader, which prunes row groups and reads only the columns a
