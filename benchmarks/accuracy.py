@@ -45,7 +45,6 @@ import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -57,6 +56,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from mirflow.evaluate import (  # noqa: E402
     Prediction,
@@ -115,6 +115,33 @@ def render_corpus(out: Path, n: int, seed: int) -> Path:
     return manifest
 
 
+def heldout_params(per_stratum: int, seed: int, exclude: list[str]) -> dict[str, Any]:
+    """What :func:`mirflow.synth.scores.generate_heldout_corpus` is asked for (also the reuse check)."""
+    return {"n_per_stratum": per_stratum, "seed": seed, "exclude_chorales": sorted(exclude), "duration_s": 30.0,
+            "degrade_fraction": 0.34, "rubato_fraction": 0.34}
+
+
+def render_heldout(out: Path, per_stratum: int, seed: int, exclude: list[str]) -> Path:
+    """Render (or reuse) the held-out corpora: other music than the tuning corpus (see mirflow.synth.scores)."""
+    from mirflow.synth import fluidsynth_available
+    from mirflow.synth.scores import generate_heldout_corpus
+
+    params = heldout_params(per_stratum, seed, exclude)
+    root = out / f"heldout-n{per_stratum}-seed{seed}"
+    manifest, stamp = root / "truth.jsonl", root / "corpus-params.json"
+    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == params:
+        log.info("reusing the held-out corpora in %s", root)
+        return manifest
+    started = time.perf_counter()
+    generate_heldout_corpus(root, n_per_stratum=per_stratum, seed=seed, exclude_chorales=tuple(exclude),
+                            duration_s=params["duration_s"], degrade_fraction=params["degrade_fraction"],
+                            rubato_fraction=params["rubato_fraction"],
+                            backend="fluidsynth" if fluidsynth_available() else "numpy")
+    stamp.write_text(json.dumps(params))
+    log.info("rendered the held-out corpora in %.0f s", time.perf_counter() - started)
+    return manifest
+
+
 def describe_corpus(manifest: Path) -> dict[str, Any]:
     """Counts that describe the corpus (for the Markdown)."""
     from mirflow.synth import read_truth_jsonl
@@ -138,11 +165,17 @@ def describe_corpus(manifest: Path) -> dict[str, Any]:
         "duration_s": float(np.mean([t.duration_s for t in truths])),
         "audio_s": float(np.sum([t.duration_s for t in truths])),
         "subsets": {t.path: subset(t) for t in truths},
+        "degraded": {t.path: bool(t.degraded) for t in truths},
+        "sources": dict(pd.Series([t.source for t in truths]).value_counts().sort_index()),
     }
 
 
 def subset(truth: Any) -> str:
     """The corpus stratum of a track, for the breakdown table."""
+    if truth.source == "score" or truth.track_id.startswith("swing") or truth.path.find("/heldout-") >= 0:
+        from mirflow.synth.scores import heldout_stratum
+
+        return "held-out: " + heldout_stratum(truth.track_id)
     if truth.source == "chorale":
         return "chorales"
     return "synthetic, degraded" if truth.degraded else "synthetic, clean"
@@ -159,6 +192,9 @@ class Result:
     seconds_per_track: float
     provides: tuple[str, ...] = FAMILIES
     notes: list[str] = field(default_factory=list)
+    corpus: str = "tuning"
+    #: ``'rhythm'`` / ``'key'`` -> the backend a mirflow pipeline runs (for the calibration fit)
+    backends: dict[str, str] = field(default_factory=dict)
 
 
 #: Extractors a ``NAME:core`` system keeps: what the library recipes compute, for a like-for-like time.
@@ -236,8 +272,39 @@ def run_mirflow(pipeline: str, manifest: Path, out: Path, truth: list[TruthRecor
     if wall_file.exists():
         w = json.loads(wall_file.read_text())
         notes.append(f"wall time with {w['workers']} workers: {w['wall_s'] / w['tracks']:.2f} s per track")
+    backends = {ex.name: ex.params.backend for ex in cfg.extractors if ex.name in ("rhythm", "key")}
+    names = {ex.name for ex in cfg.extractors}
+    provides = tuple(f for f, ex in (("key", "key"), ("tempo", "rhythm"), ("beat", "rhythm"), ("chord", "chords"))
+                     if ex in names)
     return Result(f"mirflow {cfg.name}", per_track, overall,
-                  float(tracks["analysis_seconds"].mean()) if len(tracks) else float("nan"), notes=notes)
+                  float(tracks["analysis_seconds"].mean()) if len(tracks) else float("nan"), notes=notes,
+                  backends=backends, provides=provides)
+
+
+def fit_confidence_calibration(results: list[Result], corpus_label: str) -> dict[str, Any]:
+    """Fit mirflow.extractors.calibration's maps on the tuning corpus's raw confidences and write them.
+
+    Every mirflow system's tuning rows add samples for its (extractor, backend) pairs: tempo
+    confidence against Accuracy1, key confidence against the exact key. The catalogs must hold
+    raw confidences (analyzed while no calibration file existed, or with it removed).
+    """
+    from mirflow.extractors.calibration import fit_calibration
+
+    samples: dict[str, tuple[list[Any], list[float]]] = {}
+    for r in results:
+        if r.corpus != "tuning" or not r.backends:
+            continue
+        for extractor, conf, hit in (("rhythm", "est_tempo_confidence", "tempo_acc1"),
+                                     ("key", "est_key_confidence", "key_exact")):
+            if extractor not in r.backends:
+                continue
+            df = r.per_track[r.per_track[hit].notna()]
+            raw, right = samples.setdefault(f"{extractor}/{r.backends[extractor]}", ([], []))
+            raw.extend(None if pd.isna(v) else float(v) for v in df[conf])
+            right.extend(float(v) for v in df[hit])
+    data = fit_calibration(samples, corpus=corpus_label)
+    log.info("wrote the confidence calibration (%s) to mirflow/extractors/calibration.json", ", ".join(data["maps"]))
+    return data
 
 
 # ---------------------------------------------------------------------------- library recipes
@@ -426,6 +493,8 @@ def run_recipe(name: str, paths: list[str], out: Path, truth: list[TruthRecord],
 
 
 # ============================================================================ report
+#: path -> degraded (noise or MP3), filled by :func:`describe_corpus`.
+DEGRADED: dict[str, bool] = {}
 COLUMNS = (("key", "key_weighted", "key weighted"), ("tempo", "tempo_acc1", "tempo Acc1"),
            ("tempo", "tempo_acc2", "tempo Acc2"), ("beat", "beat_f", "beat F"),
            ("chord", "chord_majmin", "chord WCSR majmin"))
@@ -439,7 +508,7 @@ def results_table(results: list[Result]) -> pd.DataFrame:
     """System × (key, tempo Acc1, Acc2, beat F, chord WCSR, seconds per track), as text cells."""
     rows = []
     for r in results:
-        row = {"system": r.system}
+        row = {"system": r.system, "corpus": r.corpus}
         for family, metric, label in COLUMNS:
             row[label] = _fmt(r.overall[metric]) if family in r.provides else "n/a"
         row["s/track"] = f"{r.seconds_per_track:.2f}"
@@ -452,7 +521,8 @@ def detail_table(results: list[Result]) -> pd.DataFrame:
     rows = []
     for r in results:
         o = r.overall
-        rows.append({"system": r.system, "key exact": _fmt(o["key_exact"]), "beat CMLt": _fmt(o["beat_cmlt"]),
+        rows.append({"system": r.system, "corpus": r.corpus, "key exact": _fmt(o["key_exact"]),
+                     "beat CMLt": _fmt(o["beat_cmlt"]),
                      "beat AMLt": _fmt(o["beat_amlt"]),
                      "chord WCSR sevenths": _fmt(o["chord_sevenths"]) if "chord" in r.provides else "n/a",
                      "null predictions (key/tempo/beats/chords)":
@@ -465,6 +535,10 @@ def subset_table(results: list[Result], subsets: dict[str, str]) -> pd.DataFrame
     rows = []
     for r in results:
         df = r.per_track.assign(subset=r.per_track["path"].map(subsets))
+        if r.corpus != "tuning":
+            # degraded tracks of every held-out stratum, together
+            degraded = df[df["path"].map(DEGRADED).fillna(False).astype(bool)]
+            df = pd.concat([df, degraded.assign(subset="held-out: noise or 64 kb/s MP3 (all strata)")])
         for name, g in df.groupby("subset", sort=True):
             row = {"system": r.system, "subset": f"{name} ({len(g)})"}
             for family, metric, label in COLUMNS:
@@ -479,9 +553,69 @@ def subset_table(results: list[Result], subsets: dict[str, str]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def calibration_table(results: list[Result]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """ECE of tempo_confidence (vs Accuracy1) and key_confidence (vs exact key) per mirflow system and corpus.
+
+    Returns the summary and, per ``system / corpus / family``, the reliability table.
+    """
+    from mirflow.evaluate import calibration_error
+
+    rows, tables = [], {}
+    for r in results:
+        if not r.system.startswith("mirflow"):
+            continue
+        row = {"system": r.system, "corpus": r.corpus}
+        for family, conf, hit in (("tempo", "est_tempo_confidence", "tempo_acc1"),
+                                  ("key", "est_key_confidence", "key_exact")):
+            df = r.per_track[r.per_track[hit].notna()]
+            ece, table = calibration_error(df[conf].tolist(), df[hit].tolist())
+            row[f"{family} ECE"] = _fmt(ece)
+            row[f"{family} mean confidence"] = _fmt(float(df[conf].fillna(0).mean()) if len(df) else np.nan)
+            row[f"{family} accuracy"] = _fmt(float(df[hit].mean()) if len(df) else np.nan)
+            tables[f"{r.system} / {r.corpus} / {family}"] = table
+        rows.append(row)
+    return pd.DataFrame(rows), tables
+
+
+def reliability_markdown(tables: dict[str, pd.DataFrame], corpus: str = "held-out") -> str:
+    """The reliability tables of one corpus as Markdown (confidence bin, tracks, mean confidence, share right)."""
+    out = []
+    for name, t in tables.items():
+        if f"/ {corpus} /" not in name or t.empty:
+            continue
+        cells = " ".join(f"[{r.lo:.1f}, {r.hi:.1f}): n {r.n}, conf {r.mean_confidence:.2f}, right {r.accuracy:.2f};"
+                         for r in t.itertuples())
+        out.append(f"* **{name}**: {cells}")
+    return "\n".join(out)
+
+
+def reliability_plot(tables: dict[str, pd.DataFrame], path: Path, corpus: str = "held-out") -> Path | None:
+    """A reliability diagram (share right against mean confidence per bin) of one corpus, as PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    for ax, family in zip(axes, ("tempo", "key"), strict=True):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+        for name, t in tables.items():
+            if f"/ {corpus} / {family}" in name and not t.empty:
+                ax.plot(t["mean_confidence"], t["accuracy"], marker="o", label=name.split(" / ")[0])
+        ax.set(title=f"{family} ({corpus})", xlabel="mean confidence", ylabel="share right", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def markdown(df: pd.DataFrame) -> str:
     cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if c in ("system", "subset") else "---:"
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if c in ("system", "subset", "corpus") else "---:"
                                                          for c in cols) + "|"]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
@@ -500,33 +634,41 @@ def _versions() -> str:
     return ", ".join(out)
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def write_markdown(path: Path, results: list[Result], corpus: dict[str, Any], args: argparse.Namespace,
+def write_markdown(path: Path, results: list[Result], corpora: dict[str, dict[str, Any]], args: argparse.Namespace,
                    elapsed_s: float) -> None:
-    c = corpus
+    c = corpora["tuning"]
+    h = corpora.get("held-out")
     fmts = ", ".join(f"{k} {v}" for k, v in c["formats"].items())
-    notes = [f"* **{r.system}**: {'; '.join(r.notes)}" for r in results if r.notes]
+    notes = [f"* **{r.system}** ({r.corpus}): {'; '.join(r.notes)}" for r in results if r.notes]
     if not any(r.system.startswith("mirflow") for r in results):
         notes.append("* **No mirflow pipeline was run for this table** (`--systems` named only libraries): "
                      "run `benchmarks/accuracy.py` with its default systems to add them.")
-    text = f"""# Accuracy: mirflow against each library's own recipe
+    subsets = {**c["subsets"], **(h["subsets"] if h else {})}
+    calib, tables = calibration_table(results)
+    plot = reliability_plot(tables, Path(args.out).resolve() / "reliability-heldout.png") if h else None
+    heldout_text = ""
+    if h:
+        heldout_text = f"""
+**Held-out corpora** (`mirflow.synth.scores.generate_heldout_corpus`, seed {args.heldout_seed},
+{args.heldout} tracks per stratum, {h['tracks']} tracks, {h['audio_s'] / 60:.0f} min): music no threshold
+was fitted on: string quartets, piano works, reels/hornpipes, jigs and slip jigs (6/8, 9/8) and folk
+songs from music21's corpus, rendered at the **notated beat** (the time signature's beat: dotted
+quarter in 6/8, half note in 2/2), a third of each with ±5 % rubato and a third with white noise
+(10-25 dB SNR) or a 64 kb/s MP3 round trip; slow Bach chorales (60-110 BPM) *not* in the tuning
+corpus, every one with noise or MP3 (the case of issue 9); generated progressions with swung
+eighths (swing 1/6-1/4 of a beat) from seeds apart from the tuning corpus'. Chords are scored only
+where a clean triad sounds for a notated beat (`X` elsewhere). Formats: {', '.join(f'{k} {v}' for k, v in h['formats'].items())}.
+"""
+    text = f"""# Accuracy: mirflow against each library's own recipe, tuning and held-out
 
-Generated by `benchmarks/accuracy.py{' --quick' if args.quick else ''} --n {args.n} --systems {' '.join(args.systems)}`
+Generated by `benchmarks/accuracy.py{' --quick' if args.quick else ''} --n {args.n} --seed {args.seed} --heldout {args.heldout} --heldout-seed {args.heldout_seed} --systems {' '.join(args.systems)}`
 on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} (this invocation {elapsed_s / 60:.0f} min; work already in
 its `--out` folder from earlier invocations was reused);
-{os.cpu_count()} cores ({_cpu()}), shared with other work; {_versions()}.
+{os.cpu_count()} cores ({cpu_name()}), shared with other work; {_versions()}.
 
-## Corpus
+## Corpora
 
+**Tuning corpus** (what mirflow's thresholds were measured on; `corpus-n{args.n}-seed{args.seed}`):
 {c['tracks']} tracks, {c['audio_s'] / 60:.0f} min of audio (≈{c['duration_s']:.0f} s each), rendered by
 `mirflow.synth.generate_corpus` ({', '.join(c['backend'])}) with exact ground truth:
 {c['synthetic']} synthetic tracks (chord progressions with bass, melody and optional drums) and
@@ -535,13 +677,13 @@ without a clean triad are labelled `X` and not evaluated). Tempo {c['tempo_min']
 BPM; {c['keys']} distinct keys ({c['minor']} tracks in minor); {c['meter3']} tracks in 3/4, the rest in 4/4;
 {c['drums']} with drums; {c['programs']} General MIDI programs for the harmony; {c['noise']} with added
 white noise and {c['mp3_roundtrip']} through a 64 kbps MP3 round trip; formats {fmts}.
-
+{heldout_text}
 ## Results
 
 {markdown(results_table(results))}
 
 Metrics (`mirflow.evaluate`, mir_eval conventions): key = MIREX weighted score (exact 1, fifth 0.5,
-relative 0.3, parallel 0.2); tempo Accuracy1 = within 4 %, Accuracy2 = also at ×2, ×½, ×3, ×⅓;
+relative 0.3, parallel 0.2); tempo Accuracy1 = within 4 % of the notated beat, Accuracy2 = also at ×2, ×½, ×3, ×⅓;
 beat F = `mir_eval.beat.f_measure` (±70 ms, first 5 s ignored); chord WCSR = duration-weighted
 majmin recall over the corpus (`X` segments excluded). A missing prediction (no key, no tempo,
 no beats, no chords, a failed track) scores 0 and is counted, not skipped. `n/a`: the recipe has no
@@ -555,14 +697,25 @@ score), for the libraries their recipe timed in one process after a warm-up (mod
 
 ### By corpus stratum
 
-{markdown(subset_table(results, c['subsets']))}
+{markdown(subset_table(results, subsets))}
+
+### Confidences: expected calibration error
+
+`tempo_confidence` against tempo Accuracy1 and `key_confidence` against the exact key, 10 equal-width
+bins, a missing confidence counted as 0 (`mirflow.evaluate.calibration_error`). The tuning rows are
+in-sample for anything fitted on the tuning corpus.
+
+{markdown(calib) if len(calib) else "(no mirflow system ran)"}
+
+Reliability on the held-out corpora (per confidence bin: tracks, mean confidence, share right){f"; plotted in `{plot.name}` in the `--out` folder" if plot else ""}:
+
+{reliability_markdown(tables)}
 
 ## Recipes
 
-* **mirflow default / permissive**: `mirflow.pipeline.runner.analyze` with {args.workers} workers
-  (`pipelines/default.yaml`, `pipelines/permissive.yaml` when present). **mirflow default-core**: the
-  default pipeline with only its {', '.join(CORE_EXTRACTORS)} extractors (same parameters, so the
-  same answers), whose time compares like for like with the libraries' recipes.
+* **mirflow default / permissive / fast**: `mirflow.pipeline.runner.analyze` with {args.workers} workers
+  (`pipelines/default.yaml`, `pipelines/permissive.yaml`, `pipelines/fast.yaml` when present). **mirflow default-core**
+  (when asked for): the default pipeline with only its {', '.join(CORE_EXTRACTORS)} extractors.
 * **librosa**: `librosa.load(sr=22050)`, `beat.beat_track` (tempo and beats), Krumhansl–Kessler
   profiles correlated with the mean `chroma_cqt` (key); no chord recognizer.
 * **essentia**: `MonoLoader(44100)`, `RhythmExtractor2013(method='multifeature')`,
@@ -580,17 +733,25 @@ score), for the libraries their recipe timed in one process after a warm-up (mod
 # ============================================================================ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, help="tracks in the corpus, chorales included (default 150; 24 with --quick)")
+    ap.add_argument("--n", type=int, help="tuning-corpus tracks, chorales included (default 150; 24 with --quick)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 24 tracks, unless --n is given too")
     ap.add_argument("--out", default="bench-accuracy", help="working folder, reused by later runs")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the tuning corpus")
+    ap.add_argument("--heldout", type=int, default=6,
+                    help="tracks per held-out stratum (mirflow.synth.scores.HELDOUT_STRATA); 0 = no held-out corpora")
+    ap.add_argument("--heldout-seed", type=int, default=1, help="seed of the held-out corpora")
     ap.add_argument("--workers", type=int, default=2, help="Dask workers for the mirflow pipelines")
     ap.add_argument("--systems", nargs="+",
-                    default=["default", "default:core", "permissive", "librosa", "essentia", "madmom"],
+                    default=["default", "permissive", "fast", "librosa", "essentia", "madmom"],
                     help="mirflow pipelines (names, YAML files, or NAME:core for NAME restricted to "
-                         "metadata/rhythm/key/chords) and library recipes (librosa, essentia, madmom)")
+                         "metadata/rhythm/key/chords) and library recipes (librosa, essentia, madmom); "
+                         "pipelines that do not exist are skipped")
     ap.add_argument("--markdown", help="where to write the Markdown table ('' = nowhere; default "
                     "docs/accuracy.md, or OUT/accuracy-quick.md for a --quick run)")
+    ap.add_argument("--fit-calibration", action="store_true",
+                    help="after the run, fit the confidence calibration (mirflow/extractors/calibration.json) on "
+                         "the tuning corpus's confidences; the catalogs must hold raw ones (remove the file and "
+                         "the mirflow catalogs first), and a second run then measures the calibrated ones")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     if args.n is None:
@@ -609,43 +770,57 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # Keep the working folder (audio, catalogs) out of git wherever it is created.
     (out / ".gitignore").write_text("*\n")
-    tag = f"n{args.n}-seed{args.seed}"
     if args.markdown is None:
         # A smoke run must not overwrite the published table.
         args.markdown = str(out / "accuracy-quick.md") if args.quick else str(REPO / "docs" / "accuracy.md")
 
-    manifest = render_corpus(out, args.n, args.seed)
-    corpus = describe_corpus(manifest)
-    truth = load_truth(manifest)
-    paths = [t.path for t in truth]
+    manifests = {"tuning": (render_corpus(out, args.n, args.seed), f"n{args.n}-seed{args.seed}")}
+    if args.heldout > 0:
+        from mirflow.synth import read_truth_jsonl
+
+        tuning_chorales = [t.origin for t in read_truth_jsonl(manifests["tuning"][0]) if t.source == "chorale"]
+        manifests["held-out"] = (render_heldout(out, args.heldout, args.heldout_seed, tuning_chorales),
+                                 f"heldout-n{args.heldout}-seed{args.heldout_seed}")
+    corpora = {name: describe_corpus(m) for name, (m, _) in manifests.items()}
+    for desc in corpora.values():
+        DEGRADED.update(desc["degraded"])
 
     results: list[Result] = []
     for system in args.systems:
-        if system in RECIPES:
-            results.append(run_recipe(system, paths, out, truth, tag))
-        elif is_pipeline(system):
-            results.append(run_mirflow(system, manifest, out, truth, args.workers, tag))
-        else:
+        if not (system in RECIPES or is_pipeline(system)):
             log.warning("skipping %r: no such pipeline (pipelines/%s.yaml) or library recipe", system, system)
             continue
-        r = results[-1]
-        write_results(r.per_track, r.overall, out / f"results-{tag}" / r.system.replace(" ", "-"),
-                      metadata={"system": r.system, "seconds_per_track": str(r.seconds_per_track)})
+        for corpus, (manifest, tag) in manifests.items():
+            truth = load_truth(manifest)
+            if system in RECIPES:
+                r = run_recipe(system, [t.path for t in truth], out, truth, tag)
+            else:
+                r = run_mirflow(system, manifest, out, truth, args.workers, tag)
+            r.corpus = corpus
+            results.append(r)
+            write_results(r.per_track, r.overall, out / f"results-{tag}" / r.system.replace(" ", "-"),
+                          metadata={"system": r.system, "corpus": corpus,
+                                    "seconds_per_track": str(r.seconds_per_track)})
     if not results:
         log.error("no system ran")
         return 1
-    table = results_table(results)
+    if args.fit_calibration:
+        c = corpora["tuning"]
+        fit_confidence_calibration(results, f"benchmarks/accuracy.py tuning corpus corpus-n{args.n}-seed{args.seed}: "
+                                            f"{c['synthetic']} generated tracks and {c['chorales']} Bach chorales")
     print()
-    print(f"{corpus['tracks']} tracks ({corpus['synthetic']} synthetic, {corpus['chorales']} chorales), "
-          f"{corpus['audio_s'] / 60:.0f} min of audio")
-    print(table.to_string(index=False))
+    for name, desc in corpora.items():
+        print(f"{name}: {desc['tracks']} tracks, {desc['audio_s'] / 60:.0f} min of audio")
+    print(results_table(results).to_string(index=False))
     print()
     print(detail_table(results).to_string(index=False))
+    print()
+    print(calibration_table(results)[0].to_string(index=False))
     for r in results:
         for note in r.notes:
-            print(f"{r.system}: {note}")
+            print(f"{r.system} ({r.corpus}): {note}")
     if args.markdown:
-        write_markdown(Path(args.markdown), results, corpus, args, time.perf_counter() - started)
+        write_markdown(Path(args.markdown), results, corpora, args, time.perf_counter() - started)
     return 0
 
 

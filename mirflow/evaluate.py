@@ -129,6 +129,9 @@ class Prediction:
         Estimated chord segments; ``None`` (or empty) when none.
     status : str
         ``'ok'``, or ``'failed'`` when the system recorded an error for it.
+    tempo_confidence, key_confidence : float, optional
+        The system's confidence in its tempo and key (catalog columns), for
+        :func:`calibration_error`.
     """
 
     track_id: str
@@ -138,6 +141,8 @@ class Prediction:
     beats: np.ndarray | None = None
     chords: list[tuple[float, float, str]] | None = None
     status: str = "ok"
+    tempo_confidence: float | None = None
+    key_confidence: float | None = None
 
 
 # ============================================================================ label helpers
@@ -365,9 +370,9 @@ def catalog_predictions(catalog: Any, track_ids: Iterable[str] | None = None) ->
 
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     if cat.read_manifest() is None:
-        raise ConfigError(f"{cat.root} is not a mirflow catalog (no {cat.manifest_path.name})")
+        raise ConfigError(f"{cat.url} is not a mirflow catalog (no {cat.manifest_path.name})")
     con = connect(cat)
-    tracks = con.sql("SELECT track_id, path, key, tempo_bpm FROM tracks").df()
+    tracks = con.sql("SELECT track_id, path, key, tempo_bpm, key_confidence, tempo_confidence FROM tracks").df()
     files = con.sql("SELECT path, track_id FROM files").df()
     errors = con.sql("SELECT path, track_id FROM errors").df()
     wanted = None if track_ids is None else pd.DataFrame({"track_id": sorted(set(track_ids))}, dtype=object)
@@ -404,6 +409,8 @@ def catalog_predictions(catalog: Any, track_ids: Iterable[str] | None = None) ->
             beats=None if b is None else b["time_s"].to_numpy(dtype=float),
             chords=None if c is None else list(zip(c["start_s"].astype(float), c["end_s"].astype(float),
                                                    c["label"].astype(str), strict=True)),
+            tempo_confidence=_float_or_none(row.tempo_confidence),
+            key_confidence=_float_or_none(row.key_confidence),
         ))
     # Failed inputs: the track (or only the path, when hashing failed) is known but has no row.
     analyzed = set(tracks["track_id"])
@@ -597,6 +604,7 @@ def score_track(truth: TruthRecord, pred: Prediction | None) -> dict[str, Any]:
         "status": p.status,
         "ref_key": None, "est_key": p.key,
         "ref_tempo": truth.tempo, "est_tempo": p.tempo,
+        "est_key_confidence": p.key_confidence, "est_tempo_confidence": p.tempo_confidence,
         "ref_beats": 0 if truth.beats is None else len(truth.beats),
         "est_beats": 0 if p.beats is None else len(p.beats),
         "ref_chords": 0 if truth.chords is None else len(truth.chords),
@@ -773,3 +781,55 @@ def write_results(per_track: pd.DataFrame, overall: dict[str, Any], out_dir: str
     pq.write_table(table.replace_schema_metadata(meta), overall_path)
     log.info("wrote %s and %s", per_path, overall_path)
     return per_path, overall_path
+
+
+# ============================================================================ calibration
+def calibration_error(confidence: Sequence[float | None], correct: Sequence[float], *,
+                      bins: int = 10) -> tuple[float, pd.DataFrame]:
+    """Expected calibration error and the reliability table of confidences against outcomes.
+
+    A missing confidence counts as 0 (the system said nothing, so it claimed
+    nothing). Bins are equal-width on 0-1; the ECE is the bin-size-weighted
+    mean absolute gap between the mean confidence and the share correct.
+
+    Parameters
+    ----------
+    confidence : sequence of float or None
+        The system's confidences (0-1).
+    correct : sequence of float
+        1 where the estimate was right (e.g. tempo Accuracy1, exact key), else 0.
+    bins : int
+        Number of equal-width bins.
+
+    Returns
+    -------
+    ece : float
+        NaN without any track.
+    table : DataFrame
+        Per non-empty bin: ``lo``, ``hi``, ``n``, ``mean_confidence``, ``accuracy``.
+
+    Examples
+    --------
+    >>> ece, table = calibration_error([0.9, 0.9, 0.1, 0.1], [1, 1, 0, 0])
+    >>> round(ece, 2), int(table["n"].sum())
+    (0.1, 4)
+    """
+    conf = np.array([0.0 if _is_missing(c) else float(c) for c in confidence], dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    if conf.size != hit.size:
+        raise ValueError("confidence and correct differ in length")
+    if conf.size == 0:
+        return math.nan, pd.DataFrame(columns=["lo", "hi", "n", "mean_confidence", "accuracy"])
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(np.clip(conf, 0.0, 1.0), edges[1:-1]), 0, bins - 1)
+    rows = []
+    ece = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if not sel.any():
+            continue
+        gap = abs(float(conf[sel].mean()) - float(hit[sel].mean()))
+        ece += sel.sum() / conf.size * gap
+        rows.append({"lo": edges[b], "hi": edges[b + 1], "n": int(sel.sum()),
+                     "mean_confidence": float(conf[sel].mean()), "accuracy": float(hit[sel].mean())})
+    return float(ece), pd.DataFrame(rows)

@@ -76,8 +76,12 @@ def _madmom_rnn() -> Any:
     from madmom.ml.nn import NeuralNetworkEnsemble
     from madmom.models import DOWNBEATS_BLSTM
 
+    from mirflow.models.onnx_memory import without_arena
+
     quiet_onnxruntime()
-    return NeuralNetworkEnsemble.load(DOWNBEATS_BLSTM, num_threads=1, intra_op_num_threads=1)
+    # No onnxruntime arena: it would keep each BLSTM's largest working set (70 MB per
+    # network per 5 minutes of audio) for the life of the worker.
+    return without_arena(NeuralNetworkEnsemble.load(DOWNBEATS_BLSTM, num_threads=1, intra_op_num_threads=1))
 
 
 @functools.lru_cache(maxsize=8)
@@ -86,6 +90,218 @@ def _madmom_dbn(beats_per_bar: tuple[int, ...], min_bpm: float, max_bpm: float) 
 
     return DBNDownBeatTrackingProcessor(beats_per_bar=list(beats_per_bar), min_bpm=min_bpm,
                                         max_bpm=max_bpm, fps=MADMOM_FPS, num_threads=1)
+
+
+@dataclass(frozen=True)
+class _CompactHMM:
+    """What :func:`_viterbi_compact` needs of one of madmom's bar HMMs, in flat arrays.
+
+    madmom's transition model is sparse: most states (within a beat, at one
+    tempo) have exactly one predecessor, and only the first state of each
+    beat, where the tempo may change, has up to 36 (4 x 60 of the
+    ~14,900 states of the 4/4 model at 55-215 BPM). The two kinds are kept
+    apart: ``single_*`` for the first, ``multi_*`` (CSR, each state's
+    predecessors sorted by falling transition probability, with their index
+    in madmom's order for ties) for the second. The multi states of one beat
+    share one predecessor set, ``group``, whose best previous score bounds
+    every candidate, so most candidates are never looked at.
+    """
+
+    num_states: int
+    tm_states: np.ndarray
+    tm_pointers: np.ndarray
+    om_pointers: np.ndarray
+    initial_log: np.ndarray
+    single_states: np.ndarray
+    single_pred: np.ndarray
+    single_logp: np.ndarray
+    multi_states: np.ndarray
+    multi_ptr: np.ndarray
+    multi_pred: np.ndarray
+    multi_logp: np.ndarray
+    multi_order: np.ndarray
+    multi_group: np.ndarray
+    group_ptr: np.ndarray
+    group_members: np.ndarray
+    multi_index: np.ndarray
+    pointer_dtype: Any
+
+
+@functools.lru_cache(maxsize=8)
+def _compact_hmms(beats_per_bar: tuple[int, ...], min_bpm: float, max_bpm: float) -> tuple[_CompactHMM, ...]:
+    out = []
+    for hmm in _madmom_dbn(beats_per_bar, min_bpm, max_bpm).hmms:
+        tm, om = hmm.transition_model, hmm.observation_model
+        pointers = np.asarray(tm.pointers, dtype=np.int64)
+        states = np.asarray(tm.states, dtype=np.int64)
+        logp = np.asarray(tm.log_probabilities, dtype=np.float64)
+        counts = np.diff(pointers)
+        single = np.flatnonzero(counts == 1)
+        multi = np.flatnonzero(counts != 1)
+        m_ptr, m_pred, m_logp, m_order, m_group = [0], [], [], [], []
+        groups: dict[tuple[int, ...], int] = {}
+        for state in multi:
+            lo, hi = pointers[state], pointers[state + 1]
+            order = np.argsort(-logp[lo:hi], kind="stable")
+            m_pred.append(states[lo:hi][order])
+            m_logp.append(logp[lo:hi][order])
+            m_order.append(order)
+            m_ptr.append(m_ptr[-1] + hi - lo)
+            m_group.append(groups.setdefault(tuple(sorted(states[lo:hi].tolist())), len(groups)))
+        members = list(groups)
+        multi_index = np.full(counts.size, -1, dtype=np.int64)
+        multi_index[multi] = np.arange(multi.size)
+        with np.errstate(divide="ignore"):
+            initial_log = np.log(np.asarray(hmm.initial_distribution, dtype=np.float64))
+
+        def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype=dtype)
+
+        out.append(_CompactHMM(
+            num_states=int(counts.size), tm_states=states, tm_pointers=pointers, om_pointers=np.ascontiguousarray(om.pointers, dtype=np.int64),
+            initial_log=initial_log, single_states=single, single_pred=states[pointers[single]],
+            single_logp=logp[pointers[single]], multi_states=multi,
+            multi_ptr=np.asarray(m_ptr, dtype=np.int64), multi_pred=cat(m_pred, np.int64),
+            multi_logp=cat(m_logp, np.float64), multi_order=cat(m_order, np.int64),
+            multi_group=np.asarray(m_group, dtype=np.int64),
+            group_ptr=np.cumsum([0] + [len(g) for g in members]).astype(np.int64),
+            group_members=cat([np.asarray(g) for g in members], np.int64), multi_index=multi_index,
+            pointer_dtype=np.uint8 if counts.max(initial=1) <= 255 else np.uint16))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def _viterbi_kernel() -> Any:
+    """The compiled Viterbi loop (numba, cached on disk like librosa's functions)."""
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def kernel(om_pointers, densities, initial_log, single_states, single_pred, single_logp,
+               multi_states, multi_ptr, multi_pred, multi_logp, multi_order, multi_group,
+               group_ptr, group_members, multi_index, tm_states, tm_pointers, bt):  # pragma: no cover
+        num_states = om_pointers.size
+        num_frames = densities.shape[0]
+        n_groups = group_ptr.size - 1
+        previous = initial_log.copy()
+        current = np.empty(num_states)
+        group_max = np.empty(n_groups)
+        for frame in range(num_frames):
+            # one predecessor: madmom's sum (previous + transition + density), in its order
+            for i in range(single_states.size):
+                state = single_states[i]
+                current[state] = (previous[single_pred[i]] + single_logp[i]
+                                  + densities[frame, om_pointers[state]])
+            for g in range(n_groups):
+                best = -np.inf
+                for j in range(group_ptr[g], group_ptr[g + 1]):
+                    if previous[group_members[j]] > best:
+                        best = previous[group_members[j]]
+                group_max[g] = best
+            for i in range(multi_states.size):
+                state = multi_states[i]
+                density = densities[frame, om_pointers[state]]
+                bound = group_max[multi_group[i]]
+                best = -np.inf
+                arg = 0
+                for j in range(multi_ptr[i], multi_ptr[i + 1]):
+                    # candidates come by falling transition probability: once the best
+                    # previous score of the group cannot beat (or tie) the best found,
+                    # no later one can (float addition is monotonic)
+                    if bound + multi_logp[j] + density < best:
+                        break
+                    value = previous[multi_pred[j]] + multi_logp[j] + density
+                    # madmom keeps the first maximum in its own order: ties go to the lower index
+                    if value > best or (value == best and multi_order[j] < arg):
+                        best = value
+                        arg = multi_order[j]
+                current[state] = best
+                bt[frame, i] = arg
+            previous, current = current, previous
+        state = int(np.argmax(previous))
+        log_probability = previous[state]
+        path = np.empty(num_frames, dtype=np.int64)
+        for frame in range(num_frames - 1, -1, -1):
+            path[frame] = state
+            k = multi_index[state]
+            offset = bt[frame, k] if k >= 0 else 0
+            state = tm_states[tm_pointers[state] + offset]
+        return path, log_probability
+
+    return kernel
+
+
+def _viterbi_compact(hmm: _CompactHMM, densities: np.ndarray) -> tuple[np.ndarray, float]:
+    """madmom's ``HiddenMarkovModel.viterbi`` with back-pointers only where a state has a choice.
+
+    madmom keeps a 4-byte back-pointer per state and frame (14,900 states in
+    4/4: 3.6 GB per 10 minutes of audio at 100 frames/s); here one byte per
+    tempo-change state and frame (240 in 4/4: 86 MB for an hour). The path
+    and its log probability are madmom's: the same additions in the same
+    order, the same strict comparison, ties to the first predecessor in
+    madmom's order, and candidates skipped only when they provably lose.
+    """
+    bt = np.zeros((densities.shape[0], max(hmm.multi_states.size, 1)), dtype=hmm.pointer_dtype)
+    path, log_probability = _viterbi_kernel()(
+        hmm.om_pointers, densities, hmm.initial_log, hmm.single_states, hmm.single_pred, hmm.single_logp,
+        hmm.multi_states, hmm.multi_ptr, hmm.multi_pred, hmm.multi_logp, hmm.multi_order, hmm.multi_group,
+        hmm.group_ptr, hmm.group_members, hmm.multi_index, hmm.tm_states, hmm.tm_pointers, bt)
+    if np.isinf(log_probability):
+        return np.empty(0, dtype=np.int64), float(log_probability)
+    return path, float(log_probability)
+
+
+def dbn_downbeats(activations: np.ndarray, *, beats_per_bar: tuple[int, ...], min_bpm: float,
+                  max_bpm: float) -> np.ndarray:
+    """``DBNDownBeatTrackingProcessor(...)(activations)`` with the compact Viterbi.
+
+    Equal to madmom's processor (``tests/test_long_inputs.py`` checks it):
+    its thresholding, its choice of the bar length with the most probable
+    path and its beat correction (the activation peak inside each beat
+    range), written out around :func:`_viterbi_compact`. Memory is about a
+    byte per frame and tempo-change state instead of 4 bytes per frame and
+    state, which is what let an hour of audio exceed any worker's memory.
+
+    Returns
+    -------
+    ndarray
+        ``(beats, 2)``: time in seconds and beat number in the bar.
+    """
+    from madmom.features.downbeats import threshold_activations
+
+    proc = _madmom_dbn(tuple(beats_per_bar), float(min_bpm), float(max_bpm))
+    first = 0
+    if proc.threshold:
+        activations, first = threshold_activations(activations, proc.threshold)
+    if not activations.any():
+        return np.empty((0, 2))
+    hmms = _compact_hmms(tuple(beats_per_bar), float(min_bpm), float(max_bpm))
+    results = []
+    for madmom_hmm, hmm in zip(proc.hmms, hmms, strict=True):
+        densities = np.ascontiguousarray(madmom_hmm.observation_model.log_densities(activations), dtype=np.float64)
+        results.append(_viterbi_compact(hmm, densities))
+    best = int(np.argmax([r[1] for r in results]))
+    path = results[best][0]
+    st = proc.hmms[best].transition_model.state_space
+    om = proc.hmms[best].observation_model
+    positions = st.state_positions[path]
+    beat_numbers = positions.astype(int) + 1
+    if proc.correct:
+        beats = np.empty(0, dtype=int)
+        beat_range = om.pointers[path] >= 1
+        if not beat_range.any():
+            return np.empty((0, 2))
+        idx = np.nonzero(np.diff(beat_range.astype(int)))[0] + 1
+        if beat_range[0]:
+            idx = np.r_[0, idx]
+        if beat_range[-1]:
+            idx = np.r_[idx, beat_range.size]
+        if idx.any():
+            for left, right in idx.reshape((-1, 2)):
+                peak = np.argmax(activations[left:right]) // 2 + left
+                beats = np.hstack((beats, peak))
+    else:
+        beats = np.nonzero(np.diff(beat_numbers))[0] + 1
+    return np.vstack(((beats + first) / float(proc.fps), beat_numbers[beats])).T
 
 
 #: The input features of madmom's downbeat RNN (``RNNDownBeatProcessor``):
@@ -195,7 +411,7 @@ def madmom_track(frontend: Any, *, beats_per_bar: tuple[int, ...], min_bpm: floa
                  max_bpm: float) -> RhythmTrack:
     """Beats, downbeats and meter from madmom's RNN + DBN downbeat tracker."""
     act = madmom_activations(frontend)
-    result = _madmom_dbn(tuple(beats_per_bar), float(min_bpm), float(max_bpm))(act)
+    result = dbn_downbeats(act, beats_per_bar=tuple(beats_per_bar), min_bpm=min_bpm, max_bpm=max_bpm)
     result = np.asarray(result, dtype=np.float64).reshape(-1, 2)
     beats = result[:, 0]
     positions = result[:, 1].astype(int)

@@ -109,11 +109,14 @@ def _madmom_models(model: str) -> tuple[Any, Any]:
     from madmom.ml.nn import NeuralNetwork, NeuralNetworkEnsemble
     from madmom.models import CHORDS_CFCRF, CHORDS_CNN_FEAT, CHORDS_DCCRF, CHROMA_DNN
 
+    from mirflow.models.onnx_memory import without_arena
+
     quiet_onnxruntime()
+    # No onnxruntime memory arena: it would keep the longest track's buffers for the worker's life.
     if model == "cnn":
-        nn = NeuralNetwork.load(CHORDS_CNN_FEAT[0], intra_op_num_threads=1)
+        nn = without_arena(NeuralNetwork.load(CHORDS_CNN_FEAT[0], intra_op_num_threads=1))
         return nn, ConditionalRandomField.load(CHORDS_CFCRF[0])
-    nn = NeuralNetworkEnsemble.load(list(CHROMA_DNN), num_threads=1, intra_op_num_threads=1)
+    nn = without_arena(NeuralNetworkEnsemble.load(list(CHROMA_DNN), num_threads=1, intra_op_num_threads=1))
     return nn, ConditionalRandomField.load(CHORDS_DCCRF[0])
 
 

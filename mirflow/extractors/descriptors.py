@@ -53,6 +53,10 @@ N_CONTRAST = 7
 N_MELS = 128
 #: Spectral roll-off share.
 ROLL_PERCENT = 0.85
+#: Frames per block of the frame-level features (2048 frames of a 2048-point STFT: 8 MB).
+FRAME_BLOCK = 2048
+#: Samples per block of the level and zero-crossing sums.
+SAMPLE_BLOCK = 1 << 20
 #: Lags of the onset autocorrelation searched for a pulse: 0.3-1.0 s = 200-60 BPM.
 PULSE_LAG_S = (0.3, 1.0)
 #: Onset-envelope floors, in the envelope's unit (mean positive dB change over the
@@ -193,21 +197,43 @@ def _compute_frame_features(frontend: Any, sr: int, n_fft: int, hop: int,
     mel = frontend.mel(sample_rate_hz=sr, n_fft=n_fft, hop_length=hop, n_mels=N_MELS)
     # Frame RMS from the magnitude STFT (Parseval with librosa's Hann window),
     # so that inactive frames are found without another pass over the signal.
-    rms = librosa.feature.rms(S=mag, frame_length=n_fft)[0].astype(np.float64)
-    with np.errstate(divide="ignore"):
-        rms_db_all = 20.0 * np.log10(rms)
+    # Everything from the STFT is per frame (flux: per pair of frames), so it
+    # is computed FRAME_BLOCK frames at a time: the same values as whole-track
+    # calls, without librosa's whole-track temporaries (an hour at the
+    # defaults: several copies of a 0.6-GB spectrogram).
+    n_frames = mag.shape[1]
+    rms_db_parts, centroid, rolloff, flatness, contrast, chroma, flux_all = [], [], [], [], [], [], []
+    previous_unit = None
+    for a in range(0, n_frames, FRAME_BLOCK):
+        block = mag[:, a:a + FRAME_BLOCK]
+        rms = librosa.feature.rms(S=block, frame_length=n_fft)[0].astype(np.float64)
+        with np.errstate(divide="ignore"):
+            rms_db = 20.0 * np.log10(rms)
+        rms_db_parts.append(rms_db)
+        block_active = rms_db > threshold_dbfs
+        # Flux between L2-normalized spectra: independent of the level, bounded by √2.
+        norm = np.linalg.norm(block, axis=0)
+        unit = block / np.where(norm > 0, norm, 1.0)
+        if previous_unit is None:
+            flux_all.append(np.concatenate([[0.0], np.linalg.norm(np.diff(unit, axis=1), axis=0)]))
+        else:
+            flux_all.append(np.linalg.norm(np.diff(np.concatenate([previous_unit, unit], axis=1), axis=1), axis=0))
+        previous_unit = unit[:, -1:]
+        if not block_active.any():
+            continue
+        mag_a = block[:, block_active]
+        centroid.append(librosa.feature.spectral_centroid(S=mag_a, sr=sr, n_fft=n_fft)[0])
+        rolloff.append(librosa.feature.spectral_rolloff(S=mag_a, sr=sr, n_fft=n_fft, roll_percent=ROLL_PERCENT)[0])
+        flatness.append(librosa.feature.spectral_flatness(S=mag_a)[0])
+        contrast.append(librosa.feature.spectral_contrast(S=mag_a, sr=sr, n_fft=n_fft))
+        chroma.append(librosa.feature.chroma_stft(S=mag_a**2, sr=sr, n_fft=n_fft, tuning=0.0))
+    rms_db_all = np.concatenate(rms_db_parts)
     active = rms_db_all > threshold_dbfs
     if not active.any():
         return None
-    mag_a = mag[:, active]
-    centroid = librosa.feature.spectral_centroid(S=mag_a, sr=sr, n_fft=n_fft)[0]
-    rolloff = librosa.feature.spectral_rolloff(S=mag_a, sr=sr, n_fft=n_fft, roll_percent=ROLL_PERCENT)[0]
-    flatness = librosa.feature.spectral_flatness(S=mag_a)[0]
-    contrast = librosa.feature.spectral_contrast(S=mag_a, sr=sr, n_fft=n_fft)
-    # Flux between L2-normalized spectra: independent of the level, bounded by √2.
-    norm = np.linalg.norm(mag, axis=0)
-    unit = mag / np.where(norm > 0, norm, 1.0)
-    flux_all = np.concatenate([[0.0], np.linalg.norm(np.diff(unit, axis=1), axis=0)])
+    centroid, rolloff, flatness = np.concatenate(centroid), np.concatenate(rolloff), np.concatenate(flatness)
+    contrast, chroma = np.concatenate(contrast, axis=1), np.concatenate(chroma, axis=1)
+    flux_all = np.concatenate(flux_all)
     # The first frame has no predecessor; a frame after silence has a flux
     # against a zero spectrum (1.0), which is an onset and is kept.
     flux_mask = active.copy()
@@ -215,7 +241,6 @@ def _compute_frame_features(frontend: Any, sr: int, n_fft: int, hop: int,
     flux = flux_all[flux_mask] if flux_mask.any() else np.zeros(1)
     mel_db = librosa.power_to_db(mel)  # ref 1.0, top_db 80: the usual MFCC input
     mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)[:, active]
-    chroma = librosa.feature.chroma_stft(S=mag_a**2, sr=sr, n_fft=n_fft, tuning=0.0)
     onset_env = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop).astype(np.float64)
     freqs = librosa.mel_frequencies(n_mels=N_MELS, fmax=sr / 2.0)
     band = (freqs >= VOICE_BAND_HZ[0]) & (freqs <= VOICE_BAND_HZ[1])
@@ -223,9 +248,16 @@ def _compute_frame_features(frontend: Any, sr: int, n_fft: int, hop: int,
     # A 40-dB floor: gaps between notes would otherwise swing the level by
     # 100 dB and turn any staccato line into "syllables".
     voice = np.maximum(voice, voice.max() - VOICE_FLOOR_DB)
-    y64 = y.astype(np.float64)
-    level = float(np.sqrt(np.mean(y64 * y64)))
-    zcr = float(np.count_nonzero(np.signbit(y[1:]) != np.signbit(y[:-1])) / (y.size - 1))
+    # Level and zero crossings over blocks of samples (float64 and sign copies of
+    # an hour would be 0.6 GB and 0.2 GB); blocks overlap by one sample for the crossings.
+    energy, crossings = 0.0, 0
+    for a in range(0, y.size, SAMPLE_BLOCK):
+        chunk = y[a:a + SAMPLE_BLOCK + 1]
+        head = chunk[:SAMPLE_BLOCK].astype(np.float64)
+        energy += float(np.dot(head, head))
+        crossings += int(np.count_nonzero(np.signbit(chunk[1:]) != np.signbit(chunk[:-1])))
+    level = float(np.sqrt(energy / y.size))
+    zcr = float(crossings / (y.size - 1))
     return FrameFeatures(
         sample_rate_hz=sr, hop_length=hop, duration_s=y.size / float(sr), active=active,
         centroid_hz=centroid.astype(np.float64), rolloff_hz=rolloff.astype(np.float64),

@@ -24,7 +24,7 @@ from mirflow.synth.spec import PITCH_NAMES, TrackSpec, chord_plan, key_name
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "chorale")
+SOURCES = ("synthetic", "chorale", "score")
 
 
 @dataclass(frozen=True, kw_only=True)

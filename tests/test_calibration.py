@@ -1,0 +1,63 @@
+"""Calibrated confidences (issue 9): isotonic maps stored as JSON breakpoints, and the ECE that checks them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mirflow.evaluate import calibration_error
+from mirflow.extractors import calibration
+from mirflow.extractors.calibration import (
+    CALIBRATION_FILE,
+    calibrate,
+    fit_calibration,
+    fit_isotonic,
+    raw_confidences,
+)
+
+
+def test_isotonic_map_is_monotone_and_fixes_an_overconfident_score():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0, 1, 400)
+    right = (rng.uniform(0, 1, 400) < raw ** 3).astype(float)  # raw claims far more than it delivers
+    x, y = fit_isotonic(raw.tolist(), right.tolist())
+    assert np.all(np.diff(x) >= 0) and np.all(np.diff(y) >= 0) and 0.0 <= min(y) <= max(y) <= 1.0
+    before, _ = calibration_error(raw.tolist(), right.tolist())
+    after, _ = calibration_error(np.interp(raw, x, y).tolist(), right.tolist())
+    assert before > 0.15 and after < 0.05  # in-sample, as a fit should be
+
+
+def test_maps_are_plain_json_applied_per_extractor_and_backend(tmp_path):
+    path = tmp_path / "calibration.json"
+    data = fit_calibration({"rhythm/ensemble": ([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
+                                                [0, 0, 0, 1, 0, 1, 1, 1, 1, 1])},
+                           corpus="test", path=path)
+    stored = json.loads(path.read_text())
+    assert stored["maps"] == data["maps"] and stored["fitted_on"] == "test"
+    assert calibrate("rhythm", "ensemble", 0.15, path=path) == pytest.approx(0.0)
+    assert calibrate("rhythm", "ensemble", 0.97, path=path) == pytest.approx(1.0)
+    assert calibrate("rhythm", "librosa", 0.42, path=path) == 0.42  # no map: raw
+    assert calibrate("key", "ensemble", None, path=path) is None
+    with raw_confidences():
+        assert calibrate("rhythm", "ensemble", 0.15, path=path) == 0.15
+    calibration._load.cache_clear()
+
+
+def test_shipped_calibration_is_well_formed():
+    if not CALIBRATION_FILE.is_file():
+        pytest.skip("no calibration.json shipped (benchmarks/accuracy.py --fit-calibration makes it)")
+    data = json.loads(CALIBRATION_FILE.read_text())
+    assert data["fitted_on"] and {"rhythm/ensemble", "key/ensemble"} <= set(data["maps"])
+    for m in data["maps"].values():
+        assert len(m["x"]) == len(m["y"]) >= 1 and m["n"] >= 10
+        assert np.all(np.diff(m["x"]) >= 0) and np.all(np.diff(m["y"]) >= 0)
+        assert 0.0 <= min(m["y"]) <= max(m["y"]) <= 1.0
+
+
+def test_expected_calibration_error_counts_missing_confidence_as_zero():
+    ece, table = calibration_error([None, 1.0], [0, 1])
+    assert ece == pytest.approx(0.0) and table["n"].sum() == 2
+    ece, _ = calibration_error([0.9] * 10, [1] * 5 + [0] * 5)
+    assert ece == pytest.approx(0.4)
