@@ -13,6 +13,29 @@ import pytest
 import soundfile as sf
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+def plugin_env() -> dict[str, str]:
+    """The environment of a subprocess that can load the misbehaving test extractors (mirflow_test_plugins)."""
+    return {**os.environ, "MIRFLOW_PLUGINS": "mirflow_test_plugins",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+
+
+def kill_once_landed(proc: subprocess.Popen, landed, at_least: int, *, timeout_s: float = 240.0) -> None:
+    """SIGKILL ``proc``'s process group once ``landed()`` (committed tracks) reaches ``at_least``: mid-run."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout_s
+    while landed() < at_least:
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be killed: {proc.stdout.read().decode()[-2000:]}")
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("no track landed in time")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and everything it started
+    proc.wait(timeout=30)
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 from accounting import assert_accounted
-from conftest import TESTS_DIR, make_bad_inputs, tone_mix, write_audio
+from conftest import TESTS_DIR, kill_once_landed, make_bad_inputs, tone_mix, write_audio
 
 from mirflow.catalog import Catalog, conform, table_schema
 from mirflow.pipeline.runner import ClusterOptions, analyze
@@ -144,16 +142,7 @@ def test_killed_run_resumes_without_duplicates_or_gaps(tmp_path, plugins_env):
     cmd = [sys.executable, "-m", "mirflow", "analyze", str(inputs), "--catalog", str(catalog),
            "--pipeline", str(pipeline), "--workers", "2", "--no-progress", "--no-dashboard"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        done = list((catalog / "tracks").rglob("*.parquet")) if (catalog / "tracks").exists() else []
-        if len(done) >= 3:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before it could be killed: {proc.stdout.read().decode()}")
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and everything it started
-    proc.wait(timeout=30)
+    kill_once_landed(proc, lambda: len(list((catalog / "tracks").rglob("*.parquet"))), 3)
     landed = len(list((catalog / "tracks").rglob("*.parquet")))
     assert 3 <= landed < n, "the kill must land mid-run"
 

@@ -357,9 +357,7 @@ def test_rows_proven_current_at_compaction_are_served_without_the_tracks_join(wo
 
 def test_killed_run_on_a_compacted_catalog_resumes_without_duplicates_or_gaps(work, tmp_path):
     """The kill/resume guarantee of tests/test_catalog_e2e.py, on the compacted layout."""
-    import signal
-
-    from conftest import TESTS_DIR
+    from conftest import kill_once_landed, plugin_env
 
     music, catalog, _ = work
     compact(catalog)
@@ -367,22 +365,12 @@ def test_killed_run_on_a_compacted_catalog_resumes_without_duplicates_or_gaps(wo
     _corpus(music, 8, start=4)
     slow = tmp_path / "light.yaml"  # the same pipeline name, slowed down so that the kill lands mid-run
     slow.write_text(PIPELINE.replace("]\n", ", {name: test_misbehave, params: {sleep_s: 0.5}}]\n"))
-    env = {**os.environ, "MIRFLOW_PLUGINS": "mirflow_test_plugins",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+    env = plugin_env()
     cmd = [sys.executable, "-m", "mirflow", "analyze", str(music), "--catalog", str(catalog), "--pipeline", str(slow),
            "--workers", "1", "--no-progress", "--no-dashboard"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     cat = Catalog(catalog)
-    deadline = time.time() + 240
-    while len(cat.loose_parts("tracks")) < 2:
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before it could be killed: {proc.stdout.read().decode()[-2000:]}")
-        if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("no track landed in time")
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_once_landed(proc, lambda: len(cat.loose_parts("tracks")), 2)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     state = readers(catalog)

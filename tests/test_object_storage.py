@@ -218,10 +218,9 @@ def test_killed_run_on_s3_resumes_without_duplicates_or_gaps(tmp_path, bucket):
     slow.write_text(PIPELINE.replace("name: s3test", "name: s3slow") + """  - name: test_misbehave
     params: {sleep_s: 0.6}
 """)
-    from conftest import TESTS_DIR
+    from conftest import kill_once_landed, plugin_env
 
-    env = {**os.environ, "MIRFLOW_PLUGINS": "mirflow_test_plugins",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+    env = plugin_env()
     cmd = [sys.executable, "-m", "mirflow", "analyze", inputs, "--catalog", catalog, "--pipeline", str(slow),
            "--workers", "2", "--no-progress", "--no-dashboard"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -233,16 +232,7 @@ def test_killed_run_on_s3_resumes_without_duplicates_or_gaps(tmp_path, bucket):
         except FileNotFoundError:
             return 0
 
-    deadline = time.time() + 240
-    while landed() < 2:
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before it could be killed: {proc.stdout.read().decode()}")
-        if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("no track landed in time")
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its workers, mid-run
-    proc.wait(timeout=30)
+    kill_once_landed(proc, landed, 2)
     before = landed()
     good = n  # and junk.flac fails
     assert 2 <= before < good, "the kill must land mid-run"

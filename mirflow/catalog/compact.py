@@ -546,17 +546,7 @@ def _merge(table: str, spec, pieces: list[pa.Table], sizes: dict[str, int] | Non
     schema = spec.arrow(sizes=sizes if spec.partition_by is not None else spec.sizes_of({}))
     full = pa.schema([*schema, pa.field(KEY_COLUMN, pa.string(), False), pa.field(VERSION_COLUMN, pa.string())],
                      metadata=schema.metadata)
-    aligned = []
-    for t in pieces:
-        cols = []
-        for fld in full:
-            if fld.name in t.column_names:
-                col = t.column(fld.name)
-                cols.append(col if col.type == fld.type else col.cast(fld.type))
-            else:
-                cols.append(pa.nulls(t.num_rows, fld.type))
-        aligned.append(pa.Table.from_arrays(cols, schema=full))
-    merged = pa.concat_tables(aligned).combine_chunks()
+    merged = pa.concat_tables([_conform_to(t, full) for t in pieces]).combine_chunks()
     return merged.replace_schema_metadata(full.metadata)
 
 
