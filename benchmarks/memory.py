@@ -3,7 +3,10 @@
 Every measurement runs in a fresh process, as a Dask worker would: warm-up
 first (imports, models, compiled code), then the kernel's peak-RSS counter
 (``VmHWM``) is reset through ``/proc/self/clear_refs`` and one generated
-stereo FLAC is decoded and analysed. Reported: the warmed-up RSS, the peak,
+stereo FLAC is analysed by the worker task's own code
+(:func:`mirflow.pipeline.task.extract_track`: probe, hash check, decode,
+extractors; window by window for tracks longer than twice the pipeline's
+``decode.window_s``). Reported: the warmed-up RSS, the peak,
 and the peak above the warm-up (what the track cost). Linux only.
 
 The generated track (:func:`long_track`) is a DJ-mix-like sequence of
@@ -95,26 +98,27 @@ def _child(path: str, pipeline: str, only: str | None) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from mirflow.frontend import Frontend
+    import dataclasses
+
+    from mirflow.audio.hashing import content_hash
     from mirflow.pipeline import load_pipeline
-    from mirflow.pipeline.task import warm_up
+    from mirflow.pipeline.task import extract_track, warm_up
 
     cfg = load_pipeline(pipeline)
-    extractors = [ex for ex in cfg.extractors if only is None or ex.name == only]
+    if only is not None:
+        cfg = dataclasses.replace(cfg, extractors=tuple(ex for ex in cfg.extractors if ex.name == only))
     warm_up(cfg)
+    track_id = content_hash(path)  # as the run's hashing stage does, before the track's task
     with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
         fh.write("5")
     base = _status_kib("VmRSS")
     started = time.perf_counter()
-    frontend = Frontend.from_file(path, limits=cfg.decode_limits)
-    beats = None
-    for ex in extractors:
-        out = ex.extract(frontend)
-        if "beats" in out.tables:
-            beats = np.asarray(out.tables["beats"]["time_s"], dtype=np.float64)
+    # what a worker's task runs: probe, hash check, decode (whole or window by window), extractors
+    _, tables, duration_s = extract_track(path, track_id, cfg)
     seconds = time.perf_counter() - started
+    beats = np.asarray(tables["beats"]["time_s"], dtype=np.float64) if "beats" in tables else None
     rec = {"base_kib": base, "peak_kib": _status_kib("VmHWM"), "seconds": seconds,
-           "audio_s": frontend.duration_s}
+           "audio_s": duration_s, "windowed": cfg.windowed(duration_s)}
     truth_path = Path(path + ".beats.npy")
     if beats is not None and truth_path.exists():
         import mir_eval
@@ -162,7 +166,8 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         print(f"pipeline {args.pipeline}: peak RSS of one worker process (GiB), generated 44.1-kHz stereo FLAC, "
               f"tempo 120 -> 96 BPM half-way")
-        print(f"{'input':>8} {'what':28} {'warm RSS':>9} {'peak':>6} {'+track':>7} {'s':>7} {'beat F':>7}")
+        print(f"{'input':>8} {'what':28} {'analysis':>9} {'warm RSS':>9} {'peak':>6} {'+track':>7} {'s':>7} "
+              f"{'beat F':>7}")
         for minutes in args.minutes:
             path = root / f"long-{minutes:g}min.flac"
             if not path.exists() or not Path(str(path) + ".beats.npy").exists():
@@ -171,7 +176,8 @@ def main() -> None:
                 rec = measure(path, args.pipeline, only)
                 label = "whole pipeline" if only is None else f"decode + {only}"
                 beat_f = f"{rec['beat_f']:.3f}" if "beat_f" in rec else "-"
-                print(f"{minutes:>6g} m {label:28} {rec['base_kib'] * 1024 / GIB:>9.2f} "
+                print(f"{minutes:>6g} m {label:28} {'windows' if rec['windowed'] else 'whole':>9} "
+                      f"{rec['base_kib'] * 1024 / GIB:>9.2f} "
                       f"{rec['peak_kib'] * 1024 / GIB:>6.2f} {(rec['peak_kib'] - rec['base_kib']) * 1024 / GIB:>+7.2f} "
                       f"{rec['seconds']:>7.1f} {beat_f:>7}", flush=True)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mirflow.audio.decode import DecodedAudio, DecodeLimits, decode, resample, to_mono
+from mirflow.audio.decode import AudioWindow, DecodedAudio, DecodeLimits, decode, resample, to_mono
 from mirflow.audio.probe import ProbeInfo, probe
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,11 @@ class Frontend:
         The decoded samples at the native rate.
     info : ProbeInfo, optional
         Container facts (absent for in-memory audio).
+    window : AudioWindow, optional
+        When ``audio`` is one window of a long track (analyzed window by
+        window, then merged: :meth:`mirflow.extractors.base.Extractor.merge`),
+        where it lies in the track. Times extractors report stay relative to
+        the window's first sample; :meth:`core` is the window's own share.
 
     Examples
     --------
@@ -89,10 +94,12 @@ class Frontend:
     True
     """
 
-    def __init__(self, audio: DecodedAudio, info: ProbeInfo | None = None, path: str | None = None) -> None:
+    def __init__(self, audio: DecodedAudio, info: ProbeInfo | None = None, path: str | None = None, *,
+                 window: AudioWindow | None = None) -> None:
         self.audio = audio
         self.info = info
         self.path = path
+        self.window = window
         self._cache: dict[Hashable, Any] = {}
         self.computed: list[Hashable] = []  # keys in the order computed: shows sharing in tests
 
@@ -119,6 +126,18 @@ class Frontend:
     @property
     def duration_s(self) -> float:
         return self.audio.duration_s
+
+    def core(self, sample_rate_hz: int | None = None) -> slice:
+        """The samples at ``sample_rate_hz`` that are this window's own share (all of them for a whole track).
+
+        Extractors whose window values are sums (energy, peaks) take them over
+        the share, so that the merged value counts every sample once.
+        """
+        if self.window is None:
+            return slice(None)
+        sr = sample_rate_hz or self.native_sample_rate_hz
+        w = self.window
+        return slice(int(round((w.core_start_s - w.start_s) * sr)), int(round((w.core_end_s - w.start_s) * sr)))
 
     @property
     def is_empty(self) -> bool:

@@ -640,6 +640,59 @@ def check_picklable(extractor: Extractor) -> None:
         _fail(extractor, "does not unpickle equal to itself")
 
 
+#: Window length and context of :func:`check_window_merge` (on the 10-s music: three windows).
+CHECK_WINDOW_S, CHECK_CONTEXT_S = 4.0, 1.0
+
+
+def check_window_merge(extractor: Extractor) -> None:
+    """Extractors that merge windows: the music cut in windows and merged conforms, in track time.
+
+    The 10-s music is cut as :func:`mirflow.audio.decode.iter_windows` cuts
+    long tracks (shares of :data:`CHECK_WINDOW_S` with :data:`CHECK_CONTEXT_S`
+    of context), each window is extracted on its own frontend and
+    :meth:`~mirflow.extractors.base.Extractor.merge` combines them: the result
+    must conform to the schemas like any output, with every time of its tables
+    inside the track. Extractors that do not merge windows pass.
+    """
+    from mirflow.audio.decode import AudioWindow, DecodedAudio
+    from mirflow.extractors.base import WindowPart
+
+    if not extractor.merges_windows():
+        return
+    _skip_if_unusable(extractor)
+    music = _audio("music")
+    sr, samples = music.native_sample_rate_hz, music.audio.samples
+    duration = samples.shape[0] / sr
+    parts = []
+    core_start = 0.0
+    while core_start < duration:
+        core_end = min(core_start + CHECK_WINDOW_S, duration)
+        start, end = max(core_start - CHECK_CONTEXT_S, 0.0), min(core_end + CHECK_CONTEXT_S, duration)
+        audio = DecodedAudio(np.ascontiguousarray(samples[int(round(start * sr)):int(round(end * sr))]), sr)
+        window = AudioWindow(audio, start, core_start, core_end)
+        try:
+            out = extractor.extract(Frontend(audio, music.info, music.path, window=window))
+        except Exception as exc:
+            raise AssertionError(f"{extractor_id(extractor)}: extract() on a window raised "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        parts.append(WindowPart(start, core_start, core_end, out))
+        core_start = core_end
+    try:
+        merged = extractor.merge(parts)
+    except Exception as exc:
+        raise AssertionError(f"{extractor_id(extractor)}: merge() of {len(parts)} windows raised "
+                             f"{type(exc).__name__}: {exc}") from exc
+    _check_output(extractor, "music cut in windows and merged", merged)
+    for table, rows in merged.tables.items():
+        for column in ("time_s", "start_s", "end_s"):
+            times = [t for t in rows.get(column, []) if t is not None]
+            if times and not (min(times) >= 0.0 and max(times) <= duration + 1e-6):
+                _fail(extractor, f"merged {table}.{column} runs from {min(times):.3f} to {max(times):.3f} s, "
+                                 f"outside the {duration:.1f}-s track: merge must shift window times to track times")
+            if times and any(b < a for a, b in zip(times, times[1:], strict=False)):
+                _fail(extractor, f"merged {table}.{column} is not in track order")
+
+
 #: Every check, in the order :func:`check_extractor` runs them.
 CHECKS: tuple[Callable[[Extractor], None], ...] = (
     check_declaration,
@@ -649,6 +702,7 @@ CHECKS: tuple[Callable[[Extractor], None], ...] = (
     check_requires,
     check_determinism,
     check_picklable,
+    check_window_merge,
 )
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,9 +162,28 @@ def _decode_libsndfile(path: Path, info: ProbeInfo, limits: DecodeLimits) -> tup
 def _decode_ffmpeg(path: Path, info: ProbeInfo, timeout_s: float, limits: DecodeLimits) -> np.ndarray:
     """Decode through an ffmpeg subprocess, streaming its output and stopping at the limits."""
     cap = limits.max_frames(info.sample_rate_hz, info.channels)
-    # -t bounds ffmpeg itself too; one frame more than the cap tells "over" from "exactly at".
+    blocks = _ffmpeg_blocks(path, info, timeout_s, seconds=cap / info.sample_rate_hz + 1.0)
+    try:
+        samples = _read_blocks(lambda _n: next(blocks, np.zeros((0, info.channels), np.float32)), cap,
+                               info.channels)
+        if samples is None:
+            raise limits.over(cap + 1, info.sample_rate_hz, info.channels)
+        for _ in blocks:  # the end of the stream: ffmpeg's exit status
+            pass
+    finally:
+        blocks.close()
+    return samples
+
+
+def _ffmpeg_blocks(path: Path, info: ProbeInfo, timeout_s: float, *, seconds: float) -> Iterator[np.ndarray]:
+    """``(frames, channels)`` float32 blocks of :data:`_BLOCK_FRAMES` (fewer at the end) from ffmpeg.
+
+    The subprocess isolates crashes of ffmpeg's codecs from the worker; it is
+    killed after ``timeout_s`` and when the consumer stops early (closing the
+    generator). ``seconds`` bounds ffmpeg itself.
+    """
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn",
-           "-t", f"{cap / info.sample_rate_hz + 1.0:.3f}",
+           "-t", f"{seconds:.3f}",
            "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(info.channels),
            "-ar", str(info.sample_rate_hz), "pipe:1"]
     frame_bytes = 4 * info.channels
@@ -179,12 +199,12 @@ def _decode_ffmpeg(path: Path, info: ProbeInfo, timeout_s: float, limits: Decode
     killer.start()
     try:
         assert proc.stdout is not None
-        samples = _read_blocks(lambda n: _frames_from(proc.stdout, n, info.channels, frame_bytes), cap,
-                               info.channels)
-        if samples is None:
-            proc.kill()
-            proc.wait()
-            raise limits.over(cap + 1, info.sample_rate_hz, info.channels)
+        while True:
+            block = _frames_from(proc.stdout, _BLOCK_FRAMES, info.channels, frame_bytes)
+            if block.shape[0]:
+                yield block
+            if block.shape[0] < _BLOCK_FRAMES:
+                break
         stderr = proc.stderr.read() if proc.stderr is not None else b""
         returncode = proc.wait()
     finally:
@@ -200,7 +220,6 @@ def _decode_ffmpeg(path: Path, info: ProbeInfo, timeout_s: float, limits: Decode
             raise DecodeError(f"ffmpeg decode timed out after {timeout_s:.0f} s")
         lines = stderr.decode("utf-8", "replace").strip().splitlines()
         raise DecodeError(f"ffmpeg failed: {lines[-1] if lines else returncode}")
-    return samples
 
 
 def _frames_from(stream, n: int, channels: int, frame_bytes: int) -> np.ndarray:
@@ -247,6 +266,125 @@ def decode(path: str | os.PathLike[str], *, info: ProbeInfo | None = None,
     if not np.all(np.isfinite(samples)):
         raise DecodeError("decoder produced non-finite samples")
     return DecodedAudio(samples=np.ascontiguousarray(samples, dtype=np.float32), sample_rate_hz=int(sr))
+
+
+@dataclass(frozen=True)
+class AudioWindow:
+    """One window of a long track, decoded on its own (see :func:`iter_windows`).
+
+    Attributes
+    ----------
+    audio : DecodedAudio
+        The window's samples: its own share plus context on either side.
+    start_s : float
+        Track time of the window's first sample.
+    core_start_s, core_end_s : float
+        Track times of the window's own share. The shares of consecutive
+        windows tile the track without gaps or overlap; the context around a
+        share is there so that what an extractor finds near the share's
+        edges is found with music on both sides.
+    """
+
+    audio: DecodedAudio
+    start_s: float
+    core_start_s: float
+    core_end_s: float
+
+
+def _libsndfile_blocks(path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    try:
+        with sf.SoundFile(os.fsencode(path)) as fh:
+            while True:
+                block = fh.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if block.shape[0]:
+                    yield block, fh.samplerate
+                if block.shape[0] < _BLOCK_FRAMES:
+                    return
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise DecodeError(f"libsndfile failed: {exc}") from exc
+
+
+def iter_windows(path: str | os.PathLike[str], *, window_s: float, context_s: float,
+                 info: ProbeInfo | None = None, timeout_s: float = 600.0,
+                 limits: DecodeLimits | None = None) -> Iterator[AudioWindow]:
+    """Decode ``path`` once, front to back, as windows of ``window_s`` plus ``context_s`` either side.
+
+    The last window's share is between half and one and a half ``window_s``
+    when the container declares the track's length (any length otherwise).
+
+    Only one window (and the context the next one needs) is in memory at a
+    time, whatever the track's length: this is how a worker analyzes an hour
+    in the memory of a few minutes. The checks are :func:`decode`'s: the
+    header against ``limits``, the running count against ``limits``,
+    non-finite samples, truncation against the declared length (raised at the
+    end, instead of the last window).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> path = tempfile.mktemp(suffix=".wav")
+    >>> sf.write(path, np.zeros((10 * 8000, 1), np.float32), 8000)
+    >>> [(w.start_s, w.core_start_s, w.core_end_s) for w in iter_windows(path, window_s=4.0, context_s=1.0)]
+    [(0.0, 0.0, 4.0), (3.0, 4.0, 8.0), (7.0, 8.0, 10.0)]
+    """
+    path = Path(path)
+    info = info or probe(path)
+    limits = limits or DecodeLimits()
+    limits.check(info)
+    if info.decoder == "libsndfile":
+        blocks: Iterator[tuple[np.ndarray, int]] = _libsndfile_blocks(path)
+    else:
+        cap_s = limits.max_frames(info.sample_rate_hz, info.channels) / info.sample_rate_hz + 1.0
+        blocks = ((b, info.sample_rate_hz) for b in _ffmpeg_blocks(path, info, timeout_s, seconds=cap_s))
+    sr = info.sample_rate_hz
+    core, context = int(round(window_s * sr)), int(round(context_s * sr))
+    if core <= 0 or context < 0:
+        raise ValueError(f"window_s must be positive and context_s not negative, got {window_s}, {context_s}")
+    declared = int(info.duration_s * sr) if info.duration_s > 0 else None
+    pending: list[np.ndarray] = []  # decoded samples from track frame ``buffer_start`` on
+    buffered = buffer_start = total = 0
+    core_start = 0  # first frame of the next window's share
+
+    def window(end: int) -> AudioWindow:
+        nonlocal pending, buffered, buffer_start
+        samples = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        first = max(core_start - context, 0)
+        audio = samples[first - buffer_start:min(end + context, total) - buffer_start]
+        keep_from = max(end - context, 0)  # the next window's context before its share
+        rest = samples[keep_from - buffer_start:]
+        pending, buffered, buffer_start = [rest], rest.shape[0], keep_from
+        return AudioWindow(DecodedAudio(np.ascontiguousarray(audio), sr), first / sr, core_start / sr,
+                           min(end, total) / sr)
+
+    try:
+        for block, rate in blocks:
+            if rate != sr:
+                raise DecodeError(f"decoder gave {rate} Hz where the probe said {sr} Hz")
+            if not np.all(np.isfinite(block)):
+                raise DecodeError("decoder produced non-finite samples")
+            pending.append(block)
+            buffered += block.shape[0]
+            total += block.shape[0]
+            if total > limits.max_frames(sr, block.shape[1]):
+                raise limits.over(total, sr, block.shape[1])
+            # A window is complete once its share and the context after it are decoded. Where the
+            # container's length says less than half a window would be left after it, the last
+            # window takes the rest instead (up to 1.5 shares), so no window is a sliver; a length
+            # that proves wrong by more than half a share (codec padding is milliseconds) stops counting.
+            while total >= core_start + core + context and (
+                    declared is None or total > declared + core // 2 or core_start + core + core // 2 <= declared):
+                yield window(core_start + core)
+                core_start += core
+    finally:
+        if hasattr(blocks, "close"):
+            blocks.close()
+    if total == 0:
+        raise DecodeError("decoded no audio samples")
+    if info.duration_s > 0 and total / sr < TRUNCATION_TOLERANCE * info.duration_s:
+        raise DecodeError(f"truncated file: decoded {total / sr:.2f} s of {info.duration_s:.2f} s "
+                          "the container declares")
+    if total > core_start:
+        yield window(total)
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:

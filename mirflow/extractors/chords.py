@@ -66,7 +66,7 @@ from mirflow.extractors._tonal_features import (
     madmom_log_filtered,
     quiet_onnxruntime,
 )
-from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.base import Extraction, Extractor, Params, WindowPart, longest_reason, param
 from mirflow.extractors.requirements import ESSENTIA, LIBROSA, MADMOM, Requirement
 from mirflow.labels import MAJMIN_LABELS, to_harte
 
@@ -392,3 +392,53 @@ class ChordExtractor(Extractor):
             "confidence": [s[3] for s in segs],
         }
         return self.result(summarize(segs, duration, p.top_n), {"chords": table}, note, reason=reason)
+
+    # ------------------------------------------------------ long tracks
+    def merges_windows(self) -> bool:
+        return True
+
+    def merge(self, parts: Sequence[WindowPart]) -> Extraction:
+        """Every window's segments clipped to its share, in track time, joined where one chord spans two shares."""
+        p: ChordParams = self.params
+        segs: list[Segment] = []
+        for part in parts:
+            table = part.extraction.tables["chords"]
+            if not table:  # a window too short for chords: its share is N below
+                continue
+            for t0, t1, label, conf in zip(table["start_s"], table["end_s"], table["label"], table["confidence"],
+                                           strict=True):
+                a = max(part.start_s + t0, part.core_start_s)
+                b = min(part.start_s + t1, part.core_end_s)
+                if b <= a:
+                    continue
+                if segs and segs[-1][2] == label and abs(segs[-1][1] - a) < 1e-6:
+                    prev = segs.pop()
+                    # the joined segment's confidence: its pieces' mean weighted by their lengths
+                    confs = [(prev[3], prev[1] - prev[0]), (conf, b - a)]
+                    merged = None if any(c is None for c, _ in confs) else \
+                        sum(c * d for c, d in confs) / sum(d for _, d in confs)
+                    segs.append((prev[0], round(b, 6), label, merged))
+                else:
+                    segs.append((round(a, 6), round(b, 6), label, conf))
+        duration = float(parts[-1].core_end_s)
+        covered = sum(s[1] - s[0] for s in segs)
+        if covered < duration - 1e-6:  # shares without chords (windows too short) are no-chord time
+            filled: list[Segment] = []
+            t = 0.0
+            for seg in segs:
+                if seg[0] > t + 1e-6:
+                    filled.append((round(t, 6), seg[0], "N", None))
+                filled.append(seg)
+                t = seg[1]
+            if t < duration - 1e-6:
+                filled.append((round(t, 6), round(duration, 6), "N", None))
+            segs = filled
+        reason = None
+        if all(s[2] == "N" for s in segs):
+            reason = longest_reason(parts) if any(part.extraction.reasons for part in parts) \
+                else "no chord found: one N segment"
+        table = {"start_s": [s[0] for s in segs], "end_s": [s[1] for s in segs],
+                 "label": [s[2] for s in segs], "confidence": [s[3] for s in segs]}
+        return self.result(summarize(segs, duration, p.top_n), {"chords": table},
+                           f"{len(segs)} segments from {len(parts)} windows", reason=reason)
+

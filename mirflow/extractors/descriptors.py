@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,15 @@ import numpy as np
 
 from mirflow.errors import ExtractionError
 from mirflow.extractors._dsp import unbiased_autocovariance
-from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.base import (
+    Extraction,
+    Extractor,
+    Params,
+    WindowPart,
+    longest_reason,
+    param,
+    window_weights,
+)
 from mirflow.extractors.requirements import ESSENTIA, LIBROSA, Requirement
 
 log = logging.getLogger(__name__)
@@ -550,4 +559,75 @@ class DescriptorExtractor(Extractor):
         if missing:
             reason = ("not computed by the librosa backend" if set(missing) <= set(ESSENTIA_ONLY)
                       else f"not measurable on this audio: {', '.join(missing)}")
-        return self.result(cols, None, *notes, reason=reason)
+        return self.result(cols, None, *notes, reason=reason, summary={"active_frames": feats.n_active})
+
+    # ------------------------------------------------------ long tracks
+    def merges_windows(self) -> bool:
+        return True
+
+    def merge(self, parts: Sequence[WindowPart]) -> Extraction:
+        """Window values combined as statistics of the whole track's active frames.
+
+        Means are weighted by each window's active frames in its share;
+        standard deviations and the MFCC covariance are pooled (within plus
+        between windows), which is what the whole track's frames give up to
+        frames near the windows' edges. The other columns (rates, pulse
+        clarity, tuning, Essentia's dynamic complexity, DFA and dissonance,
+        the feel scores) are the same weighted means of the window values: a
+        long track's value is its typical window's, not one figure over the
+        hour (these are defined on a few minutes of music).
+        """
+        valid = [part for part in parts if part.extraction.summary.get("active_frames")]
+        if not valid:
+            return self.empty("silent or shorter than one analysis window: no descriptors",
+                              reason=longest_reason(parts))
+        weights = window_weights(valid, [part.extraction.summary["active_frames"] for part in valid])
+
+        def values(column: str) -> tuple[np.ndarray, np.ndarray] | None:
+            pairs = [(np.asarray(part.extraction.columns[column], dtype=np.float64), w)
+                     for part, w in zip(valid, weights, strict=True) if part.extraction.columns[column] is not None]
+            if not pairs:
+                return None
+            return np.stack([v for v, _ in pairs]), np.array([w for _, w in pairs])
+
+        def mean(column: str) -> np.ndarray | None:
+            got = values(column)
+            return None if got is None else np.average(got[0], axis=0, weights=got[1])
+
+        cols: dict[str, Any] = {}
+        pooled = {"spectral_centroid_std_hz": "spectral_centroid_mean_hz", "spectral_rolloff_std_hz":
+                  "spectral_rolloff_mean_hz", "spectral_flux_std": "spectral_flux_mean",
+                  "spectral_flatness_std": "spectral_flatness_mean", "spectral_contrast_std": "spectral_contrast_mean"}
+        for column in self.columns:
+            if column in pooled or column == "mfcc_cov":
+                continue
+            m = mean(column)
+            cols[column] = None if m is None else (_num(float(m)) if m.ndim == 0 else _vec(m))
+        for std_column, mean_column in pooled.items():
+            stds, means = values(std_column), values(mean_column)
+            if stds is None or means is None or len(stds[1]) != len(means[1]):
+                cols[std_column] = None
+                continue
+            second = np.average(stds[0] ** 2 + means[0] ** 2, axis=0, weights=stds[1])
+            m = np.average(means[0], axis=0, weights=means[1])
+            pooled_std = np.sqrt(np.maximum(second - m**2, 0.0))
+            cols[std_column] = _num(float(pooled_std)) if pooled_std.ndim == 0 else _vec(pooled_std)
+        covs, means = values("mfcc_cov"), values("mfcc_mean")
+        cols["mfcc_cov"] = None
+        if covs is not None and means is not None and len(covs[1]) == len(means[1]):
+            iu = np.triu_indices(N_MFCC)
+            second = np.zeros((N_MFCC, N_MFCC))
+            for flat, mu, w in zip(covs[0], means[0], covs[1], strict=True):
+                cov = np.zeros((N_MFCC, N_MFCC))
+                cov[iu] = flat
+                cov = cov + np.triu(cov, 1).T
+                second += w * (cov + np.outer(mu, mu))
+            m = np.average(means[0], axis=0, weights=means[1])
+            cols["mfcc_cov"] = _vec((second / covs[1].sum() - np.outer(m, m))[iu])
+        missing = [c for c in self.columns if cols.get(c) is None]
+        reason = None
+        if missing:
+            reason = ("not computed by the librosa backend" if set(missing) <= set(ESSENTIA_ONLY)
+                      else f"not measurable on this audio: {', '.join(missing)}")
+        return self.result(cols, None, f"merged {len(valid)} of {len(parts)} windows", reason=reason)
+

@@ -37,6 +37,7 @@ import math
 import os
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,15 @@ from typing import Any
 import numpy as np
 
 from mirflow.errors import ExtractionError, ModelUnavailableError, ParameterError
-from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.base import (
+    Extraction,
+    Extractor,
+    Params,
+    WindowPart,
+    longest_reason,
+    param,
+    window_weights,
+)
 from mirflow.extractors.descriptors import FrameFeatures, frame_features, onset_rate, pulse
 from mirflow.extractors.requirements import LIBROSA, MUSICNN_WEIGHTS, ONNXRUNTIME, Requirement
 from mirflow.models.musicnn import patch_starts
@@ -393,7 +402,7 @@ class EmbeddingExtractor(Extractor):
         return frontend.is_empty or frontend.peak_dbfs() <= self.params.silence_threshold_dbfs
 
     def _rows(self, track: np.ndarray, version: str, segments: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-              tags: dict[str, list[Any]] | None = None) -> Extraction:
+              tags: dict[str, list[Any]] | None = None, summary: dict[str, Any] | None = None) -> Extraction:
         name = self.model_name
         tables: dict[str, dict[str, list[Any]]] = {
             "embeddings": {"model": [name], "model_version": [version], "embedding": [track]},
@@ -406,7 +415,7 @@ class EmbeddingExtractor(Extractor):
             }
         if tags is not None:
             tables["tags"] = tags
-        return self.result({}, tables)
+        return self.result({}, tables, summary=summary)
 
     # ---------------------------------------------------------------- backends
     def _descriptor(self, frontend: Any) -> Extraction:
@@ -415,7 +424,7 @@ class EmbeddingExtractor(Extractor):
         if feats is None:
             return self.empty("silent: no embedding", reason="silent")
         vec = _check(descriptor_vector(feats)[None, :], DESCRIPTOR_DIM, "descriptor")[0]
-        return self._rows(vec, DESCRIPTOR_VERSION, None)
+        return self._rows(vec, DESCRIPTOR_VERSION, None, summary={"active_frames": feats.n_active})
 
     def _musicnn(self, frontend: Any) -> Extraction:
 
@@ -435,7 +444,8 @@ class EmbeddingExtractor(Extractor):
         mean_probs = _mean(probs)
         tags = {"tag": list(out.tags), "probability": [float(p) for p in mean_probs],
                 "model": [MUSICNN_MODEL] * len(out.tags)}
-        return self._rows(_mean(vectors), musicnn_version(), (out.start_s, out.end_s, vectors), tags)
+        return self._rows(_mean(vectors), musicnn_version(), (out.start_s, out.end_s, vectors), tags,
+                          summary={"taggram": probs})
 
     def _onnx(self, frontend: Any) -> Extraction:
         p: EmbeddingParams = self.params
@@ -509,3 +519,52 @@ class EmbeddingExtractor(Extractor):
                 out = out.mean(axis=tuple(range(1, out.ndim - 1)), dtype=np.float64).astype(np.float32)
             results.append(out)
         return _check(np.concatenate(results), None, f"ONNX model {self.model_name}")
+
+
+    # ------------------------------------------------------ long tracks
+    def merges_windows(self) -> bool:
+        return True
+
+    def merge(self, parts: Sequence[WindowPart]) -> Extraction:
+        """Patch rows of every window's share in track time; the track vector and tags are their means.
+
+        A patch belongs to the window whose share holds its start, so the
+        track's patches are those a whole-track run gives when the windows'
+        starts fall on the patch grid (pipelines choose ``window_s`` and
+        ``context_s`` as multiples of the hop), and the means are over the
+        same patches. The descriptor model has no patches: its vector is the
+        windows' vectors weighted by their active frames in their shares.
+        """
+        done = [part for part in parts if part.extraction.tables["embeddings"].get("embedding")]
+        if not done:
+            return self.empty("no embedding in any window", reason=longest_reason(parts))
+        version = done[0].extraction.tables["embeddings"]["model_version"][0]
+        if self.params.model == "descriptor":
+            weights = window_weights(done, [part.extraction.summary["active_frames"] for part in done])
+            vectors = np.stack([np.asarray(part.extraction.tables["embeddings"]["embedding"][0], np.float64)
+                                for part in done])
+            return self._rows(np.average(vectors, axis=0, weights=weights).astype(np.float32), version, None)
+        starts: list[float] = []
+        ends: list[float] = []
+        vectors_kept: list[np.ndarray] = []
+        taggrams: list[np.ndarray] = []
+        for part in done:
+            rows = part.extraction.tables["segment_embeddings"]
+            start = np.asarray(rows["start_s"], dtype=np.float64)
+            mask = part.owns(start)
+            starts.extend((part.start_s + start[mask]).tolist())
+            ends.extend((part.start_s + np.asarray(rows["end_s"], dtype=np.float64)[mask]).tolist())
+            vectors_kept.extend(v for v, keep in zip(rows["embedding"], mask, strict=True) if keep)
+            if "taggram" in part.extraction.summary:
+                taggrams.append(np.asarray(part.extraction.summary["taggram"])[mask])
+        if not vectors_kept:
+            return self.empty("no patch in any window's share", reason="too short")
+        vectors = np.stack(vectors_kept)
+        tags = None
+        if taggrams:
+            first = done[0].extraction.tables["tags"]
+            mean_probs = _mean(np.concatenate(taggrams))
+            tags = {"tag": list(first["tag"]), "probability": [float(p) for p in mean_probs],
+                    "model": list(first["model"])}
+        return self._rows(_mean(vectors), version, (np.asarray(starts), np.asarray(ends), vectors), tags)
+

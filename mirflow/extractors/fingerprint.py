@@ -32,13 +32,14 @@ import logging
 import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mirflow.errors import ExtractionError
-from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.base import Extraction, Extractor, Params, WindowPart, param
 from mirflow.extractors.requirements import Requirement
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,17 @@ class FingerprintExtractor(Extractor):
             "item_duration_s": [ITEM_DURATION_S],
             "fingerprint": [items.astype(np.int64).tolist()],
         }})
+
+    def merges_windows(self) -> bool:
+        return True
+
+    def merge(self, parts: Sequence[WindowPart]) -> Extraction:
+        """The first window's fingerprint: it holds the track's first ``max_duration_s`` when its audio is that long.
+
+        Pipelines check that their ``window_s`` is at least ``max_duration_s``
+        (:mod:`mirflow.pipeline.config`), so this is the whole track's fingerprint.
+        """
+        return parts[0].extraction
 
     def lineage(self) -> dict[str, Any]:
         """Adds the Chromaprint version and licences (it is a C library, not a Python module)."""

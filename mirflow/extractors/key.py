@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,7 @@ from mirflow.extractors._tonal_features import (
     madmom_log_filtered,
     quiet_onnxruntime,
 )
-from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.base import Extraction, Extractor, Params, WindowPart, longest_reason, param
 from mirflow.extractors.calibration import calibrate
 from mirflow.extractors.requirements import ESSENTIA, LIBROSA, MADMOM, Requirement
 from mirflow.labels import Key
@@ -323,6 +324,11 @@ class KeyExtractor(Extractor):
                                   f"noisy frames (noisiness {noisiness:.2f}): unpitched percussion",
                                   reason="no pitched content")
         probs = self.combine(self.probabilities(frontend))
+        return self._decide(probs, f"chroma flatness {flatness:.2f}")
+
+    def _decide(self, probs: np.ndarray, note: str) -> Extraction:
+        """The key, its runner-up and their calibrated confidences from the 24 combined probabilities."""
+        p: KeyParams = self.params
         order = np.argsort(-probs, kind="stable")
         best, alt = Key.from_index(int(order[0])), Key.from_index(int(order[1]))
         # a probability that the key is right (see mirflow.extractors.calibration); the runner-up
@@ -340,4 +346,24 @@ class KeyExtractor(Extractor):
             "key_confidence": confidence,
             "key_alt": alt.mir_eval,
             "key_alt_confidence": alt_confidence,
-        }, None, f"chroma flatness {flatness:.2f}")
+        }, None, note, summary={"probabilities": probs})
+
+    # ------------------------------------------------------ long tracks
+    def merges_windows(self) -> bool:
+        return True
+
+    def merge(self, parts: Sequence[WindowPart]) -> Extraction:
+        """The key of the windows' probabilities averaged over their shares (windows without a key left out).
+
+        The no-key rules ran per window: silence, noise or drums alone in
+        one window do not withhold the key of the music around them, and a
+        track gets no key only when no window has one (with the reason of
+        the longest-lasting).
+        """
+        keyed = [part for part in parts if "probabilities" in part.extraction.summary]
+        if not keyed:
+            return self.empty("no key in any window", reason=longest_reason(parts))
+        weights = np.array([part.core_s for part in keyed])
+        probs = np.sum([w * part.extraction.summary["probabilities"] for w, part in zip(weights, keyed,
+                                                                                          strict=True)], axis=0)
+        return self._decide(probs / weights.sum(), f"merged {len(keyed)} of {len(parts)} windows")

@@ -20,11 +20,12 @@ the −70 LUFS gate floor, which look like measurements).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.base import Extraction, Extractor, Params, WindowPart, param
 from mirflow.extractors.requirements import ESSENTIA, PYLOUDNORM, Requirement
 
 
@@ -128,6 +129,55 @@ def _cumulative_power_at(stereo: np.ndarray, sr: int, positions: np.ndarray) -> 
     return out
 
 
+def gated_loudness_lufs(block_lufs: np.ndarray) -> float:
+    """BS.1770-4 integrated loudness from the loudness of its 400-ms gating blocks (−inf when all are gated out).
+
+    Absolute gate −70 LUFS, relative gate 10 LU below the mean power of the
+    blocks above it. With channel gains of 1 a block's loudness carries its
+    channel sum, so this equals gating per channel (pyloudnorm's order).
+    """
+    L = np.asarray(block_lufs, dtype=np.float64)
+    L = L[np.isfinite(L) & (L >= -70.0)]
+    if L.size == 0:
+        return float("-inf")
+    relative = -0.691 + 10.0 * np.log10(np.mean(10.0 ** ((L + 0.691) / 10.0))) - 10.0
+    kept = L[(L > relative) & (L > -70.0)]
+    if kept.size == 0:
+        return float("-inf")
+    return float(-0.691 + 10.0 * np.log10(np.mean(10.0 ** ((kept + 0.691) / 10.0))))
+
+
+def bs1770_blocks(stereo: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Loudness of pyloudnorm's 400-ms gating blocks and of 3-s short-term windows, with their start times.
+
+    One pass of pyloudnorm's own K-weighting with running sums
+    (:func:`_cumulative_power_at`): blocks every 100 ms at pyloudnorm's
+    sample positions, short-term windows every 100 ms.
+
+    Returns
+    -------
+    tuple of arrays
+        Block start times (s), block loudness (LUFS), short-term start times
+        (s), short-term loudness (LUFS; empty under 3 s of audio).
+    """
+    n = stereo.shape[0]
+    lower, upper = _block_bounds(n, sr, 0.400, 0.75)
+    win, hop = int(3.0 * sr), int(0.1 * sr)
+    starts = np.arange(0, n - win + 1, hop, dtype=np.int64) if n >= win else np.zeros(0, np.int64)
+    positions = np.unique(np.concatenate([lower, np.minimum(upper, n), starts, starts + win]))
+    csum = _cumulative_power_at(stereo, sr, positions)
+
+    def at(p: np.ndarray) -> np.ndarray:
+        return csum[np.searchsorted(positions, np.minimum(p, n))]
+
+    z = (at(upper) - at(lower)) / (0.400 * sr)  # (blocks, channels): mean square per block, pyloudnorm's eq. 1
+    power = at(starts + win).sum(axis=1) - at(starts).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_lufs = -0.691 + 10.0 * np.log10(z.sum(axis=1))  # channel gains 1 for the front pair
+        short_term = -0.691 + 10.0 * np.log10(np.maximum(power, 0.0) / win)
+    return lower / sr, block_lufs, starts / sr, short_term
+
+
 def bs1770_loudness(stereo: np.ndarray, sr: int) -> tuple[float, float | None]:
     """Integrated loudness (LUFS) and loudness range (LU) of ``(frames, channels)`` audio in one pass.
 
@@ -146,30 +196,9 @@ def bs1770_loudness(stereo: np.ndarray, sr: int) -> tuple[float, float | None]:
         Integrated loudness (``-inf`` when every block is gated out) and the
         range (None when the track is shorter than 3 s or fully gated).
     """
-    n = stereo.shape[0]
-    lower, upper = _block_bounds(n, sr, 0.400, 0.75)
-    win, hop = int(3.0 * sr), int(0.1 * sr)
-    starts = np.arange(0, n - win + 1, hop, dtype=np.int64) if n >= win else np.zeros(0, np.int64)
-    positions = np.unique(np.concatenate([lower, np.minimum(upper, n), starts, starts + win]))
-    csum = _cumulative_power_at(stereo, sr, positions)
-
-    def at(p: np.ndarray) -> np.ndarray:
-        return csum[np.searchsorted(positions, np.minimum(p, n))]
-
-    z = (at(upper) - at(lower)) / (0.400 * sr)  # (blocks, channels): mean square per block, pyloudnorm's eq. 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        block_lufs = -0.691 + 10.0 * np.log10(z.sum(axis=1))  # channel gains 1 for the front pair
-        gated = block_lufs >= -70.0
-        relative = -0.691 + 10.0 * np.log10(z[gated].mean(axis=0).sum()) - 10.0
-        kept = (block_lufs > relative) & (block_lufs > -70.0)
-        mean_sq = np.nan_to_num(z[kept].mean(axis=0)).sum() if kept.any() else 0.0
-        integrated = -0.691 + 10.0 * np.log10(mean_sq) if mean_sq > 0 else float("-inf")
-    if starts.size == 0:
-        return float(integrated), None
-    power = at(starts + win).sum(axis=1) - at(starts).sum(axis=1)
-    with np.errstate(divide="ignore"):
-        short_term = -0.691 + 10.0 * np.log10(np.maximum(power, 0.0) / win)
-    return float(integrated), loudness_range_lu(short_term)
+    _, block_lufs, starts, short_term = bs1770_blocks(stereo, sr)
+    integrated = gated_loudness_lufs(block_lufs)
+    return integrated, (loudness_range_lu(short_term) if starts.size else None)
 
 
 class LoudnessExtractor(Extractor):
@@ -200,19 +229,31 @@ class LoudnessExtractor(Extractor):
     def requirements(self) -> tuple[Requirement, ...]:
         return (ESSENTIA,) if self.params.backend == "essentia" else (PYLOUDNORM,)
 
+    def merges_windows(self) -> bool:
+        return True
+
     def extract(self, frontend) -> Extraction:
         p: LoudnessParams = self.params
         sr = p.sample_rate_hz
         chans = frontend.channels(sr)
         if chans.shape[0] == 0:
             return self.empty("empty audio", reason="empty audio")
+        # Peaks and energy over the window's own share (the whole track when not windowed):
+        # merged, they count every sample once.
+        own = chans[frontend.core(sr)]
         # max and -min, not max(abs): no copy of the whole track
-        peak = float(max(chans.max(), -chans.min()))
+        peak = float(max(own.max(), -own.min())) if own.size else 0.0
+        mono = frontend.signal(sr)[frontend.core(sr)]
+        # float64 squares block by block: an hour at 44.1 kHz would be 1.3 GB in one piece
+        energy = sum(float(np.square(mono[i:i + _FILTER_BLOCK], dtype=np.float64).sum())
+                     for i in range(0, mono.size, _FILTER_BLOCK))
+        summary: dict = {"peak": peak, "energy": energy, "samples": int(mono.size)}
         silent = peak <= 10.0 ** (p.silence_threshold_dbfs / 20.0)
         if silent:
             return self.result({"is_silent": True, "loudness_integrated_lufs": None, "loudness_range_lu": None,
                                 "true_peak_dbtp": None, "sample_peak_dbfs": _db(peak), "rms_dbfs": None},
-                               None, "silent: loudness not measured", reason="silent")
+                               None, "silent: loudness not measured", reason="silent",
+                               summary={**summary, "true_peak_dbtp": None, "blocks": None, "short_term": None})
         # BS.1770 sums channel powers; a mono file is one channel (pad with a
         # silent second channel for the stereo-only meters). Beyond two
         # channels we keep the front pair, since surround weights need a
@@ -225,30 +266,76 @@ class LoudnessExtractor(Extractor):
             stereo = front if front.shape[1] == 2 else np.concatenate([front, np.zeros_like(front)], axis=1)
             stereo = np.ascontiguousarray(stereo, dtype=np.float32)
 
-            _, _, integrated, lra = es.LoudnessEBUR128(sampleRate=float(sr))(stereo)
+            momentary, short_term, integrated, lra = es.LoudnessEBUR128(sampleRate=float(sr))(stereo)
             integrated = float(integrated) if np.isfinite(integrated) and integrated > -70.0 else None
             lra = float(lra) if integrated is not None else None
+            # both every 100 ms (the meter's hopSize) from the start
+            block_lufs, short_term = np.asarray(momentary, np.float64), np.asarray(short_term, np.float64)
+            block_s, short_s = 0.1 * np.arange(block_lufs.size), 0.1 * np.arange(short_term.size)
         else:
             # a silent second channel adds nothing to the channel sums: mono is measured as is
+            block_s, block_lufs, short_s, short_term = bs1770_blocks(front, sr)
             if front.shape[0] >= int(0.4 * sr):
-                value, lra = bs1770_loudness(front, sr)
+                value = gated_loudness_lufs(block_lufs)
+                lra = loudness_range_lu(short_term) if short_s.size else None
             else:
                 value, lra = float("-inf"), None
             integrated = float(value) if np.isfinite(value) else None
             lra = lra if integrated is not None else None
-        mono = frontend.signal(sr)
-        # float64 squares block by block: an hour at 44.1 kHz would be 1.3 GB in one piece
-        energy = sum(float(np.square(mono[i:i + _FILTER_BLOCK], dtype=np.float64).sum())
-                     for i in range(0, mono.size, _FILTER_BLOCK))
-        rms = float(np.sqrt(energy / mono.size))
+        true_peak = true_peak_dbtp(own, sr)
         cols = {
             "is_silent": False,
             "loudness_integrated_lufs": integrated,
             "loudness_range_lu": lra,
-            "true_peak_dbtp": true_peak_dbtp(chans, sr),
+            "true_peak_dbtp": true_peak,
             "sample_peak_dbfs": _db(peak),
-            "rms_dbfs": _db(rms),
+            "rms_dbfs": _db(float(np.sqrt(energy / mono.size))) if mono.size else None,
         }
+        summary.update(true_peak_dbtp=true_peak, blocks=(block_s, block_lufs), short_term=(short_s, short_term))
         # BS.1770 gating needs 400-ms blocks; EBU 3342's range needs 3-s ones.
+        reason = "too short" if any(v is None for v in cols.values()) else None
+        return self.result(cols, None, reason=reason, summary=summary)
+
+    def merge(self, parts: Sequence[WindowPart]) -> Extraction:
+        """Gate the blocks of every window's share together: the track's BS.1770 loudness and EBU 3342 range.
+
+        Each window lists its 400-ms blocks and 3-s short-term windows (every
+        100 ms); a block belongs to the window whose share holds its start,
+        so the merged gating sees each of the track's blocks once, as a
+        whole-track meter would (it differs only by blocks that straddle two
+        windows' context, at the same positions). The range uses
+        :func:`loudness_range_lu` for both backends (Essentia's own range
+        differs from it by interpolation, about 0.03 LU).
+        """
+        p: LoudnessParams = self.params
+        summaries = [part.extraction.summary for part in parts if part.extraction.summary]
+        if not summaries:
+            return self.empty("empty audio", reason="empty audio")
+        peak = max(s["peak"] for s in summaries)
+        samples = sum(s["samples"] for s in summaries)
+        energy = sum(s["energy"] for s in summaries)
+        if peak <= 10.0 ** (p.silence_threshold_dbfs / 20.0):
+            return self.result({"is_silent": True, "loudness_integrated_lufs": None, "loudness_range_lu": None,
+                                "true_peak_dbtp": None, "sample_peak_dbfs": _db(peak), "rms_dbfs": None},
+                               None, "silent: loudness not measured", reason="silent")
+
+        def owned(key: str) -> np.ndarray:
+            values = [v[part.owns(t)] for part in parts if (s := part.extraction.summary).get(key) is not None
+                      for t, v in [s[key]]]
+            return np.concatenate(values) if values else np.zeros(0)
+
+        integrated = gated_loudness_lufs(owned("blocks"))
+        integrated_lufs = float(integrated) if np.isfinite(integrated) and integrated > -70.0 else None
+        short_term = owned("short_term")
+        peaks = [s["true_peak_dbtp"] for s in summaries if s.get("true_peak_dbtp") is not None]
+        cols = {
+            "is_silent": False,
+            "loudness_integrated_lufs": integrated_lufs,
+            "loudness_range_lu": loudness_range_lu(short_term) if integrated_lufs is not None and short_term.size
+            else None,
+            "true_peak_dbtp": max(peaks) if peaks else None,
+            "sample_peak_dbfs": _db(peak),
+            "rms_dbfs": _db(float(np.sqrt(energy / samples))) if samples else None,
+        }
         reason = "too short" if any(v is None for v in cols.values()) else None
         return self.result(cols, None, reason=reason)

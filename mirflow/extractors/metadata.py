@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mirflow.extractors.base import Extraction, Extractor, Params
+from collections.abc import Sequence
+
+from mirflow.extractors.base import Extraction, Extractor, Params, WindowPart
 
 
 class MetadataExtractor(Extractor):
@@ -38,3 +40,15 @@ class MetadataExtractor(Extractor):
             "bit_rate_bps": int(info.file_size_bytes * 8 / duration) if duration > 0 else None,
             "decoder": info.decoder,
         }, reason=None if duration > 0 else "no audio: no bit rate")
+
+    def merges_windows(self) -> bool:
+        return True
+
+    def merge(self, parts: Sequence[WindowPart]) -> Extraction:
+        """The container facts of any window, with the duration of the whole track."""
+        cols = dict(parts[0].extraction.columns)
+        duration = float(parts[-1].core_end_s)
+        cols["duration_s"] = duration
+        if cols.get("bit_rate_bps") is not None:
+            cols["bit_rate_bps"] = int(cols["bit_rate_bps"] * parts[0].extraction.columns["duration_s"] / duration)
+        return self.result(cols, None, reason=parts[0].extraction.reasons[0] if parts[0].extraction.reasons else None)

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,7 @@ from mirflow.extractors._rhythm_features import (
     periodicity_strength,
     tempo_stability,
 )
-from mirflow.extractors.base import Extraction, Extractor, Params, param
+from mirflow.extractors.base import Extraction, Extractor, Params, WindowPart, longest_reason, param
 from mirflow.extractors.calibration import calibrate
 from mirflow.extractors.requirements import ESSENTIA, LIBROSA, MADMOM, Requirement
 
@@ -820,3 +821,65 @@ class RhythmExtractor(Extractor):
         total = float(sal[0] + sal[1 + k])
         share = float(sal[0] / total) if total > 0 else 0.5
         return clarity * share, float(candidates[k]), clarity * (1.0 - share)
+
+    # ------------------------------------------------------ long tracks
+    def merges_windows(self) -> bool:
+        return True
+
+    def merge(self, parts: Sequence[WindowPart]) -> Extraction:
+        """Beats of every window's share in track time; the tempo that covers most of the track.
+
+        A beat belongs to the window whose share holds it; one found by both
+        windows at a share's edge (a few ms apart) is kept once. The tempo
+        is the one most of the track's duration agrees with (windows within
+        4 %, each weighted by its share), its confidence the share-weighted
+        confidence of those windows over the whole track: a DJ mix whose
+        tempo changes half-way gets the longer tempo with at most about half
+        the confidence, and a low ``tempo_stability`` from its beats.
+        """
+        times: list[float] = []
+        positions: list[Any] = []
+        for part in parts:
+            table = part.extraction.tables["beats"]
+            t = np.asarray(table["time_s"], dtype=np.float64)
+            mask = part.owns(t)
+            times.extend((part.start_s + t[mask]).tolist())
+            positions.extend(b for b, keep in zip(table["beat_in_bar"], mask, strict=True) if keep)
+        beats = np.asarray(times)
+        if beats.size > 2:
+            gap = 0.5 * float(np.median(np.diff(beats)))
+            keep = np.concatenate([[True], np.diff(beats) > gap])
+            beats, positions = beats[keep], [b for b, k in zip(positions, keep, strict=True) if k]
+        voted = [part for part in parts if part.extraction.columns["tempo_bpm"] is not None]
+        if not voted or beats.size < 2:
+            return self._none("no window gave a tempo", longest_reason(parts))
+        tempo = np.array([part.extraction.columns["tempo_bpm"] for part in voted])
+        weight = np.array([part.core_s for part in voted])
+        agree = np.abs(tempo[None, :] / tempo[:, None] - 1.0) <= 0.04
+        group = agree[int(np.argmax(agree @ weight))]
+        total = sum(part.core_s for part in parts)
+
+        def share(column: str) -> float | None:
+            values = [part.extraction.columns[column] for part, g in zip(voted, group, strict=True) if g]
+            if any(v is None for v in values):
+                return None
+            return float(np.dot(values, weight[group]) / total)
+
+        alts = [part.extraction.columns["tempo_alt_bpm"] for part, g in zip(voted, group, strict=True) if g]
+        meters: dict[int, float] = {}
+        for part in voted:
+            if part.extraction.columns["meter"] is not None:
+                meters[part.extraction.columns["meter"]] = meters.get(part.extraction.columns["meter"], 0.0) + part.core_s
+        cols = {
+            "tempo_bpm": float(np.dot(tempo[group], weight[group]) / weight[group].sum()),
+            "tempo_confidence": share("tempo_confidence"),
+            "tempo_alt_bpm": None if any(a is None for a in alts) else float(np.median(alts)),
+            "tempo_alt_confidence": share("tempo_alt_confidence"),
+            "tempo_stability": tempo_stability(beats),
+            "meter": max(meters, key=lambda m: (meters[m], -m)) if meters else None,
+            "beat_count": int(beats.size),
+            "downbeat_count": int(sum(1 for b in positions if b == 1)),
+        }
+        table = {"time_s": [round(float(t), 4) for t in beats], "beat_in_bar": positions}
+        return self.result(cols, {"beats": table}, f"merged {len(parts)} windows")
+

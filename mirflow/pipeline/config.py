@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 _TOP_KEYS = {"name", "version", "description", "decode", "runtime", "extractors"}
 _DECODE_KEYS = {"analysis_sample_rate_hz": (int, 8000, 192000), "max_duration_s": (float, 1.0, 86400.0),
-                "max_decoded_mib": (float, 1.0, 1048576.0)}
+                "max_decoded_mib": (float, 1.0, 1048576.0), "window_s": (float, 30.0, 3600.0),
+                "window_context_s": (float, 0.0, 120.0)}
 _RUNTIME_KEYS = {"timeout_s": (float, 1.0, 86400.0), "retries": (int, 0, 10)}
 
 
@@ -56,6 +57,12 @@ class PipelineConfig:
     #: derives it from ``max_duration_s`` (see :class:`~mirflow.audio.decode.DecodeLimits`).
     #: A safety limit, not part of the fingerprint: it changes no result of a track it admits.
     max_decoded_mib: float | None = None
+    #: Tracks longer than twice this are decoded and analyzed in windows of this length (plus
+    #: ``window_context_s`` of context each side), one at a time, and each extractor merges the
+    #: windows' results (:meth:`~mirflow.extractors.base.Extractor.merge`): memory bounded by a
+    #: window's, whatever the track's length. ``None``: every track is analyzed whole.
+    window_s: float | None = None
+    window_context_s: float = 12.0
     timeout_s: float = 900.0
     retries: int = 2
     source: str | None = None
@@ -66,7 +73,9 @@ class PipelineConfig:
         payload = {
             "name": self.name,
             "version": self.version,
-            "decode": {"max_duration_s": self.max_duration_s},
+            "decode": {"max_duration_s": self.max_duration_s,
+                       **({"window_s": self.window_s, "window_context_s": self.window_context_s}
+                          if self.window_s is not None else {})},
             "extractors": [{"name": e.name, "version": e.version, "params": e.params.to_dict()}
                            for e in self.extractors],
         }
@@ -80,6 +89,10 @@ class PipelineConfig:
             return DecodeLimits.for_duration(self.max_duration_s)
         return DecodeLimits(max_duration_s=self.max_duration_s,
                             max_decoded_bytes=int(self.max_decoded_mib * 2**20))
+
+    def windowed(self, duration_s: float) -> bool:
+        """Whether a track of ``duration_s`` (0: unknown, a stream) is analyzed in windows."""
+        return self.window_s is not None and (duration_s <= 0 or duration_s > 2.0 * self.window_s)
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -213,6 +226,15 @@ def parse_pipeline(raw: Mapping[str, Any], *, source: str | None = None) -> Pipe
                 raise ConfigError(f"column {col!r} is emitted by both {columns_seen[col]!r} and {ex.name!r}")
             columns_seen[col] = ex.name
         extractors.append(ex)
+    if "window_s" in decode:
+        for ex in extractors:
+            if not ex.merges_windows():
+                raise ConfigError(f"decode.window_s: extractor {ex.name!r} ({ex.params.to_dict()}) cannot merge "
+                                  "the windows of a long track; remove window_s or the extractor")
+            longest = getattr(ex.params, "max_duration_s", None)
+            if ex.name == "fingerprint" and longest is not None and longest > decode["window_s"]:
+                raise ConfigError(f"decode.window_s ({decode['window_s']:g} s) must be at least the fingerprint's "
+                                  f"max_duration_s ({longest:g} s): the first window holds the fingerprinted audio")
     return PipelineConfig(
         name=name,
         version=version,
@@ -220,6 +242,8 @@ def parse_pipeline(raw: Mapping[str, Any], *, source: str | None = None) -> Pipe
         extractors=tuple(extractors),
         max_duration_s=decode.get("max_duration_s", 3600.0),
         max_decoded_mib=decode.get("max_decoded_mib"),
+        window_s=decode.get("window_s"),
+        window_context_s=decode.get("window_context_s", 12.0),
         timeout_s=runtime.get("timeout_s", 900.0),
         retries=runtime.get("retries", 2),
         source=source,

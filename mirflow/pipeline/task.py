@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mirflow._version import __version__
+from mirflow.audio.decode import iter_windows
 from mirflow.audio.hashing import content_hash
 from mirflow.audio.probe import check_readable, probe
 from mirflow.catalog.layout import (
@@ -35,6 +36,7 @@ from mirflow.catalog.layout import (
 )
 from mirflow.catalog.schema import conform, table_schema
 from mirflow.errors import CatalogFullError, ExtractionError, ProbeError, TrackError, TrackTimeout
+from mirflow.extractors.base import Extraction, WindowPart
 from mirflow.pipeline.config import PipelineConfig
 from mirflow.pipeline.worker import prepare_process
 from mirflow.storage import is_url, local_copy, object_identity
@@ -305,7 +307,13 @@ def _extract(path: str, track_id: str, pipeline: PipelineConfig, stack: contextl
             raise FileChanged(f"the file changed after it was hashed (content {track_id} is now {actual}); "
                               "run again to analyze the new content")
         stage = "decode"
-        frontend = Frontend.from_file(local, info=info, limits=limits)
+        if pipeline.windowed(info.duration_s):
+            results, duration_s = _extract_windows(local, info, pipeline, deadline=deadline)
+        else:
+            frontend = Frontend.from_file(local, info=info, limits=limits)
+            duration_s = frontend.duration_s
+            results = _run_extractors(frontend, pipeline, deadline=deadline, path=path)
+            del frontend  # the decoded audio and its spectrograms: not held while the row is built
         if file_identity(path) != identity:
             raise FileChanged("the file changed while it was being analyzed; run again once it is complete")
     except FileNotFoundError:
@@ -315,17 +323,7 @@ def _extract(path: str, track_id: str, pipeline: PipelineConfig, stack: contextl
     columns: dict[str, Any] = {}
     tables: dict[str, dict[str, list[Any]]] = {}
     reasons: list[str] = []
-    for ex in pipeline.extractors:
-        stage = f"extract:{ex.name}"
-        if time.perf_counter() > deadline:
-            raise TrackTimeout(f"exceeded the per-track budget of {pipeline.timeout_s:.0f} s before {ex.name}")
-        try:
-            result = ex.extract(frontend)
-        except (TrackError, MemoryError):
-            raise
-        except Exception as exc:  # runtime boundary: a backend's failure is this track's failure
-            log.debug("extractor %s failed on %s:\n%s", ex.name, path_text(path), traceback.format_exc())
-            raise ExtractionError(f"{type(exc).__name__}: {exc}", stage=stage) from exc
+    for ex, result in zip(pipeline.extractors, results, strict=True):
         columns.update(result.columns)
         reasons.extend(f"{ex.name}: {r}" for r in result.reasons)
         for table, rows in result.tables.items():
@@ -350,7 +348,65 @@ def _extract(path: str, track_id: str, pipeline: PipelineConfig, stack: contextl
         tracks = conform("tracks", {k: [v] for k, v in core.items()}, fill_missing=True)
     except Exception as exc:
         raise ExtractionError(f"{type(exc).__name__}: {exc}", stage="write") from exc
-    return tracks, tables, frontend.duration_s
+    return tracks, tables, duration_s
+
+
+def _run_extractors(frontend: Any, pipeline: PipelineConfig, *, deadline: float, path: str) -> list[Extraction]:
+    """Every extractor of ``pipeline`` on one frontend (a track or one window of it), within the deadline."""
+    results = []
+    for ex in pipeline.extractors:
+        stage = f"extract:{ex.name}"
+        if time.perf_counter() > deadline:
+            raise TrackTimeout(f"exceeded the per-track budget of {pipeline.timeout_s:.0f} s before {ex.name}")
+        try:
+            results.append(ex.extract(frontend))
+        except (TrackError, MemoryError):
+            raise
+        except Exception as exc:  # runtime boundary: a backend's failure is this track's failure
+            log.debug("extractor %s failed on %s:\n%s", ex.name, path_text(path), traceback.format_exc())
+            raise ExtractionError(f"{type(exc).__name__}: {exc}", stage=stage) from exc
+    return results
+
+
+def _extract_windows(local: str, info: Any, pipeline: PipelineConfig, *,
+                     deadline: float) -> tuple[list[Extraction], float]:
+    """Decode and analyze a long track window by window (:func:`~mirflow.audio.decode.iter_windows`), then merge.
+
+    One window's audio and spectrograms are in memory at a time; what is
+    kept of each window is its extractors' results. A track that turns out
+    to fit in one window (a stream of unknown length) keeps that window's
+    results as they are, the same as a whole-track analysis.
+    """
+    from mirflow.frontend import Frontend
+
+    assert pipeline.window_s is not None
+    parts: list[list[WindowPart]] = [[] for _ in pipeline.extractors]
+    windows = iter_windows(local, window_s=pipeline.window_s, context_s=pipeline.window_context_s, info=info,
+                           limits=pipeline.decode_limits)
+    try:
+        for window in windows:  # decode errors (truncation, limits) surface here, as in a whole decode
+            frontend = Frontend(window.audio, info, local, window=window)
+            results = _run_extractors(frontend, pipeline, deadline=deadline, path=local)
+            del frontend
+            for bucket, result in zip(parts, results, strict=True):
+                bucket.append(WindowPart(window.start_s, window.core_start_s, window.core_end_s, result))
+            log.debug("analyzed window %.0f-%.0f s of %s", window.core_start_s, window.core_end_s,
+                      path_text(local))
+    finally:
+        windows.close()
+    duration_s = parts[0][-1].core_end_s
+    if len(parts[0]) == 1:
+        return [bucket[0].extraction for bucket in parts], duration_s
+    merged = []
+    for ex, bucket in zip(pipeline.extractors, parts, strict=True):
+        try:
+            merged.append(ex.merge(bucket))
+        except (TrackError, MemoryError):
+            raise
+        except Exception as exc:  # runtime boundary, as for extract
+            log.debug("merging %s failed on %s:\n%s", ex.name, path_text(local), traceback.format_exc())
+            raise ExtractionError(f"{type(exc).__name__}: {exc}", stage=f"extract:{ex.name}") from exc
+    return merged, duration_s
 
 
 def analyze_track(job: TrackJob, catalog_root: str, pipeline: PipelineConfig) -> TrackResult:
