@@ -577,6 +577,12 @@ def fitted_bpm(beats: np.ndarray) -> float | None:
     return 60.0 / median
 
 
+def _agreeing(tempi_bpm: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Which of these tempi agree (within 4 %) with the one that the largest total weight agrees with."""
+    agree = np.abs(tempi_bpm[None, :] / tempi_bpm[:, None] - 1.0) <= 0.04
+    return agree[int(np.argmax(agree @ weights))]
+
+
 class RhythmExtractor(Extractor):
     """Global tempo with confidence and alternative octave, beats, downbeats, meter, stability.
 
@@ -855,26 +861,32 @@ class RhythmExtractor(Extractor):
             return self._none("no window gave a tempo", longest_reason(parts))
         tempo = np.array([part.extraction.columns["tempo_bpm"] for part in voted])
         weight = np.array([part.core_s for part in voted])
-        agree = np.abs(tempo[None, :] / tempo[:, None] - 1.0) <= 0.04
-        group = agree[int(np.argmax(agree @ weight))]
+        group = _agreeing(tempo, weight)
         total = sum(part.core_s for part in parts)
+        # the alternative: the one most of the agreeing windows name (half and double may both occur)
+        alts = np.array([np.nan if (a := part.extraction.columns["tempo_alt_bpm"]) is None else a
+                         for part in voted])
+        named = group & np.isfinite(alts)
+        alt_group = np.zeros_like(group)
+        if named.any():
+            alt_group[named] = _agreeing(alts[named], weight[named])
 
-        def share(column: str) -> float | None:
-            values = [part.extraction.columns[column] for part, g in zip(voted, group, strict=True) if g]
-            if any(v is None for v in values):
+        def share(column: str, members: np.ndarray) -> float | None:
+            values = [part.extraction.columns[column] for part, m in zip(voted, members, strict=True) if m]
+            if not values or any(v is None for v in values):
                 return None
-            return float(np.dot(values, weight[group]) / total)
+            return float(np.dot(values, weight[members]) / total)
 
-        alts = [part.extraction.columns["tempo_alt_bpm"] for part, g in zip(voted, group, strict=True) if g]
         meters: dict[int, float] = {}
         for part in voted:
             if part.extraction.columns["meter"] is not None:
                 meters[part.extraction.columns["meter"]] = meters.get(part.extraction.columns["meter"], 0.0) + part.core_s
         cols = {
             "tempo_bpm": float(np.dot(tempo[group], weight[group]) / weight[group].sum()),
-            "tempo_confidence": share("tempo_confidence"),
-            "tempo_alt_bpm": None if any(a is None for a in alts) else float(np.median(alts)),
-            "tempo_alt_confidence": share("tempo_alt_confidence"),
+            "tempo_confidence": share("tempo_confidence", group),
+            "tempo_alt_bpm": float(np.dot(alts[alt_group], weight[alt_group]) / weight[alt_group].sum())
+            if alt_group.any() else None,
+            "tempo_alt_confidence": share("tempo_alt_confidence", alt_group),
             "tempo_stability": tempo_stability(beats),
             "meter": max(meters, key=lambda m: (meters[m], -m)) if meters else None,
             "beat_count": int(beats.size),
