@@ -21,6 +21,16 @@ scores every system with :mod:`mirflow.evaluate` (one implementation of the
 metrics), prints one table and writes it, with the corpus description, to
 ``docs/accuracy.md``.
 
+Corpora (issue 9): the **tuning corpus** is the generated corpus above plus
+``--varied`` tracks per held-out stratum from the held-out generator with other
+pieces and seeds (:func:`mirflow.synth.scores.varied_tuning_exclusions`); the
+**held-out corpora** (``--heldout``) are music nothing is fitted on. Tuning and
+held-out figures are reported side by side. The mirflow catalogs hold *raw*
+confidences (``MIRFLOW_RAW_CONFIDENCES=1`` in the workers); the shipped
+calibration maps are applied afterwards (:func:`apply_calibration`), so one
+analysis gives the raw and the calibrated ECE, and ``--fit-calibration`` refits
+the maps on the tuning corpus alone.
+
 Everything lands in ``--out`` and is reused: the rendered corpus, the mirflow
 catalogs (``analyze`` resumes and skips analyzed tracks) and each library's
 predictions (one JSON line per file, appended as it goes), so a killed run
@@ -87,32 +97,42 @@ def corpus_params(n: int, seed: int) -> dict[str, Any]:
             "tempo_range": [60.0, 200.0]}
 
 
-def render_corpus(out: Path, n: int, seed: int) -> Path:
-    """Render (or reuse) the corpus; return its ``truth.jsonl``.
+def _rendered(root: Path, params: dict[str, Any], what: str, render: Any) -> Path:
+    """``root``'s ``truth.jsonl`` once ``render()`` has filled it: reused when the recorded ``params`` match.
 
-    ``generate_corpus`` writes the manifest last, so a manifest whose recorded
+    The generators write the manifest last, so a manifest whose recorded
     parameters match means a complete corpus; anything else is rendered again.
     """
+    manifest, stamp = root / "truth.jsonl", root / "corpus-params.json"
+    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == params:
+        log.info("reusing the %s in %s", what, root)
+        return manifest
+    started = time.perf_counter()
+    render()
+    stamp.write_text(json.dumps(params))
+    log.info("rendered the %s in %.0f s", what, time.perf_counter() - started)
+    return manifest
+
+
+def render_corpus(out: Path, n: int, seed: int) -> Path:
+    """Render (or reuse) the corpus; return its ``truth.jsonl``."""
     from mirflow.synth import fluidsynth_available, generate_corpus
 
     params = corpus_params(n, seed)
     root = out / f"corpus-n{n}-seed{seed}"
-    manifest, stamp = root / "truth.jsonl", root / "corpus-params.json"
-    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == params:
-        log.info("reusing the rendered corpus in %s", root)
-        return manifest
-    if not fluidsynth_available():
-        log.warning("FluidSynth is not available: rendering with the numpy synthesizer instead")
-        params["backend"] = "numpy"
-    log.info("rendering %d synthetic tracks and %d chorales into %s (a few seconds per track)",
-             params["n"], params["include_chorales"], root)
-    started = time.perf_counter()
-    generate_corpus(root, n=params["n"], seed=seed, formats=tuple(params["formats"]), backend=params["backend"],
-                    include_chorales=params["include_chorales"], degrade_fraction=params["degrade_fraction"],
-                    duration_s=params["duration_s"], tempo_range=tuple(params["tempo_range"]))
-    stamp.write_text(json.dumps(params))
-    log.info("rendered the corpus in %.0f s", time.perf_counter() - started)
-    return manifest
+
+    def render() -> None:
+        if not fluidsynth_available():
+            log.warning("FluidSynth is not available: rendering with the numpy synthesizer instead")
+            params["backend"] = "numpy"  # recorded in the stamp written after this
+        log.info("rendering %d synthetic tracks and %d chorales into %s (a few seconds per track)",
+                 params["n"], params["include_chorales"], root)
+        generate_corpus(root, n=params["n"], seed=seed, formats=tuple(params["formats"]),
+                        backend=params["backend"], include_chorales=params["include_chorales"],
+                        degrade_fraction=params["degrade_fraction"], duration_s=params["duration_s"],
+                        tempo_range=tuple(params["tempo_range"]))
+
+    return _rendered(root, params, "corpus", render)
 
 
 def heldout_params(per_stratum: int, seed: int, exclude: list[str]) -> dict[str, Any]:
@@ -127,19 +147,53 @@ def render_heldout(out: Path, per_stratum: int, seed: int, exclude: list[str]) -
     from mirflow.synth.scores import generate_heldout_corpus
 
     params = heldout_params(per_stratum, seed, exclude)
-    root = out / f"heldout-n{per_stratum}-seed{seed}"
-    manifest, stamp = root / "truth.jsonl", root / "corpus-params.json"
-    if manifest.exists() and stamp.exists() and json.loads(stamp.read_text()) == params:
-        log.info("reusing the held-out corpora in %s", root)
-        return manifest
-    started = time.perf_counter()
-    generate_heldout_corpus(root, n_per_stratum=per_stratum, seed=seed, exclude_chorales=tuple(exclude),
-                            duration_s=params["duration_s"], degrade_fraction=params["degrade_fraction"],
-                            rubato_fraction=params["rubato_fraction"],
-                            backend="fluidsynth" if fluidsynth_available() else "numpy")
-    stamp.write_text(json.dumps(params))
-    log.info("rendered the held-out corpora in %.0f s", time.perf_counter() - started)
-    return manifest
+    return _rendered(out / f"heldout-n{per_stratum}-seed{seed}", params, "held-out corpora", lambda: (
+        generate_heldout_corpus(out / f"heldout-n{per_stratum}-seed{seed}", n_per_stratum=per_stratum, seed=seed,
+                                exclude_chorales=tuple(exclude), duration_s=params["duration_s"],
+                                degrade_fraction=params["degrade_fraction"],
+                                rubato_fraction=params["rubato_fraction"],
+                                backend="fluidsynth" if fluidsynth_available() else "numpy")))
+
+
+def varied_params(per_stratum: int, seed: int, pieces: set[str], seeds: set[int],
+                  exclude_chorales: list[str]) -> dict[str, Any]:
+    """What the varied tuning corpus is asked for (also the reuse check)."""
+    return {"n_per_stratum": per_stratum, "seed": seed, "exclude_pieces": sorted(pieces),
+            "exclude_seeds": sorted(seeds), "exclude_chorales": sorted(exclude_chorales), "extra_pieces": True,
+            "duration_s": 30.0, "degrade_fraction": 0.34, "rubato_fraction": 0.34}
+
+
+def render_varied(out: Path, per_stratum: int, seed: int, heldout: Path | None, heldout_per_stratum: int,
+                  heldout_seed: int, tuning_chorales: list[str]) -> Path:
+    """Render (or reuse) the varied part of the tuning corpus: the held-out families, other pieces and seeds.
+
+    Music of every held-out stratum (quartets, piano, reels, jigs, folk songs, slow
+    degraded chorales, swing) from :func:`mirflow.synth.scores.generate_heldout_corpus`
+    with ``seed`` and the held-out corpus's pieces (``origin#number``) and track seeds
+    excluded, so that calibration has seen music like the held-out corpus without
+    seeing the held-out corpus.
+    """
+    from mirflow.synth import fluidsynth_available, read_truth_jsonl
+    from mirflow.synth.scores import (
+        generate_heldout_corpus,
+        plan_heldout_corpus,
+        varied_tuning_exclusions,
+    )
+
+    if seed == heldout_seed:
+        raise SystemExit("--varied-seed must differ from --heldout-seed")
+    if heldout is not None:
+        pieces, seeds = varied_tuning_exclusions(read_truth_jsonl(heldout))
+    else:  # no held-out corpus in this run: keep clear of the one the defaults would render
+        pieces, seeds = varied_tuning_exclusions(plan_heldout_corpus(
+            n_per_stratum=heldout_per_stratum or 6, seed=heldout_seed, exclude_chorales=tuple(tuning_chorales)))
+    params = varied_params(per_stratum, seed, pieces, seeds, tuning_chorales)
+    root = out / f"varied-n{per_stratum}-seed{seed}"
+    return _rendered(root, params, "varied tuning corpus", lambda: generate_heldout_corpus(
+        root, n_per_stratum=per_stratum, seed=seed, exclude_chorales=tuple(tuning_chorales),
+        exclude_pieces=pieces, exclude_seeds=seeds, extra_pieces=True, duration_s=params["duration_s"],
+        degrade_fraction=params["degrade_fraction"], rubato_fraction=params["rubato_fraction"],
+        backend="fluidsynth" if fluidsynth_available() else "numpy"))
 
 
 def describe_corpus(manifest: Path) -> dict[str, Any]:
@@ -170,11 +224,26 @@ def describe_corpus(manifest: Path) -> dict[str, Any]:
     }
 
 
+def merge_descriptions(descs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One description of a corpus made of parts (the first part's counts; sizes, strata and formats of all)."""
+    merged = dict(descs[0])
+    merged["parts"] = descs
+    for k in ("tracks", "audio_s"):
+        merged[k] = sum(d[k] for d in descs)
+    for k in ("subsets", "degraded"):
+        merged[k] = {p: v for d in descs for p, v in d[k].items()}
+    merged["formats"] = {k: int(n) for k, n in
+                         pd.concat([pd.Series(d["formats"]) for d in descs]).groupby(level=0).sum().items()}
+    return merged
+
+
 def subset(truth: Any) -> str:
     """The corpus stratum of a track, for the breakdown table."""
-    if truth.source == "score" or truth.track_id.startswith("swing") or truth.path.find("/heldout-") >= 0:
-        from mirflow.synth.scores import heldout_stratum
+    from mirflow.synth.scores import heldout_stratum
 
+    if "/varied-" in truth.path:
+        return "varied: " + heldout_stratum(truth.track_id)
+    if truth.source == "score" or truth.track_id.startswith("swing") or truth.path.find("/heldout-") >= 0:
         return "held-out: " + heldout_stratum(truth.track_id)
     if truth.source == "chorale":
         return "chorales"
@@ -232,16 +301,27 @@ def is_pipeline(system: str) -> bool:
     return base in available_pipelines() or base.endswith((".yaml", ".yml"))
 
 
-def run_mirflow(pipeline: str, manifest: Path, out: Path, truth: list[TruthRecord], workers: int,
-                tag: str) -> Result:
-    """Analyze the corpus with a mirflow pipeline (resuming its catalog) and score it."""
+def run_mirflow(pipeline: str, parts: list[tuple[Path, str]], out: Path, truth: list[TruthRecord],
+                workers: int) -> Result:
+    """Analyze a corpus (its parts: manifest and tag) with a mirflow pipeline and score it.
+
+    Each part has its own catalog (``catalog-NAME-TAG-rawconf``, resumed). The
+    catalogs hold **raw** confidences: the workers run with
+    ``MIRFLOW_RAW_CONFIDENCES=1``, so the calibration can be fitted on them and
+    both raw and calibrated confidences can be scored from one analysis
+    (:func:`apply_calibration` applies the shipped maps afterwards, the same
+    ``numpy.interp`` the extractors apply; calibration changes no other output).
+    """
+    from mirflow.extractors.calibration import RAW_ENV
     from mirflow.pipeline.runner import ClusterOptions, analyze
     from mirflow.query import read_table
     from mirflow.synth import read_truth_jsonl
 
     cfg = pipeline_config(pipeline)
-    catalog = out / f"catalog-{cfg.name}-{tag}"
-    paths = [t.path for t in read_truth_jsonl(manifest)]
+    preds: list[Prediction] = []
+    seconds: list[float] = []
+    notes: list[str] = []
+    walls: list[dict[str, Any]] = []
     last = [0.0]
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -250,60 +330,110 @@ def run_mirflow(pipeline: str, manifest: Path, out: Path, truth: list[TruthRecor
             last[0] = time.monotonic()
             log.info("mirflow %s: analyzed %d/%d", pipeline, done, total)
 
-    log.info("mirflow %s: analyzing %d files into %s with %d workers", pipeline, len(paths), catalog, workers)
-    summary, _ = analyze(paths, catalog, pipeline=cfg,
-                         cluster=ClusterOptions(workers=workers, dashboard=False), progress=progress)
-    log.info("mirflow %s: analyzed %d, skipped %d (already in the catalog), failed %d in %.0f s",
-             pipeline, summary.analyzed, summary.skipped, summary.failed, summary.wall_seconds)
-    wall_file = catalog.parent / f"{catalog.name}.wall.json"
-    if summary.analyzed and not summary.skipped:
-        # Only a run that analyzed everything from scratch gives a meaningful wall time.
-        wall_file.write_text(json.dumps({"wall_s": summary.wall_seconds, "tracks": summary.analyzed,
-                                         "workers": workers}))
-    tracks = read_table(catalog, "tracks")
-    # A track that failed in this run may still have a row from an earlier pipeline version
-    # (the catalog was reused): that row is not this pipeline's answer, so it counts as failed.
-    stale = set(tracks.loc[tracks["pipeline_version"] != cfg.fingerprint, "track_id"])
-    tracks = tracks[tracks["pipeline_version"] == cfg.fingerprint]
-    preds = [p if p.track_id not in stale else Prediction(p.track_id, p.paths, status="failed")
-             for p in catalog_predictions(catalog)]
+    for manifest, tag in parts:
+        catalog = out / f"catalog-{cfg.name}-{tag}-rawconf"
+        paths = [t.path for t in read_truth_jsonl(manifest)]
+        log.info("mirflow %s: analyzing %d files into %s with %d workers", pipeline, len(paths), catalog, workers)
+        before = os.environ.get(RAW_ENV)
+        os.environ[RAW_ENV] = "1"  # inherited by the Dask workers started below
+        try:
+            summary, _ = analyze(paths, catalog, pipeline=cfg,
+                                 cluster=ClusterOptions(workers=workers, dashboard=False), progress=progress)
+        finally:
+            if before is None:
+                os.environ.pop(RAW_ENV, None)
+            else:
+                os.environ[RAW_ENV] = before
+        log.info("mirflow %s: analyzed %d, skipped %d (already in the catalog), failed %d in %.0f s",
+                 pipeline, summary.analyzed, summary.skipped, summary.failed, summary.wall_seconds)
+        wall_file = catalog.parent / f"{catalog.name}.wall.json"
+        if summary.analyzed and not summary.skipped:
+            # Only a run that analyzed everything from scratch gives a meaningful wall time.
+            wall_file.write_text(json.dumps({"wall_s": summary.wall_seconds, "tracks": summary.analyzed,
+                                             "workers": workers}))
+        tracks = read_table(catalog, "tracks")
+        # A track that failed in this run may still have a row from an earlier pipeline version
+        # (the catalog was reused): that row is not this pipeline's answer, so it counts as failed.
+        stale = set(tracks.loc[tracks["pipeline_version"] != cfg.fingerprint, "track_id"])
+        tracks = tracks[tracks["pipeline_version"] == cfg.fingerprint]
+        seconds.extend(float(v) for v in tracks["analysis_seconds"])
+        preds += [p if p.track_id not in stale else Prediction(p.track_id, p.paths, status="failed")
+                  for p in catalog_predictions(catalog)]
+        if stale:
+            notes.append(f"{len(stale)} tracks of {tag} only have rows from an older pipeline version "
+                         "(counted as failed)")
+        if wall_file.exists():
+            walls.append(json.loads(wall_file.read_text()))
     per_track, overall = evaluate_predictions(truth, preds)
-    notes = [f"{len(stale)} tracks only have rows from an older pipeline version (counted as failed)"] if stale else []
-    if wall_file.exists():
-        w = json.loads(wall_file.read_text())
-        notes.append(f"wall time with {w['workers']} workers: {w['wall_s'] / w['tracks']:.2f} s per track")
+    if walls:
+        notes.append(f"wall time with {walls[0]['workers']} workers: "
+                     f"{sum(w['wall_s'] for w in walls) / sum(w['tracks'] for w in walls):.2f} s per track")
     backends = {ex.name: ex.params.backend for ex in cfg.extractors if ex.name in ("rhythm", "key")}
     names = {ex.name for ex in cfg.extractors}
     provides = tuple(f for f, ex in (("key", "key"), ("tempo", "rhythm"), ("beat", "rhythm"), ("chord", "chords"))
                      if ex in names)
     return Result(f"mirflow {cfg.name}", per_track, overall,
-                  float(tracks["analysis_seconds"].mean()) if len(tracks) else float("nan"), notes=notes,
+                  float(np.mean(seconds)) if seconds else float("nan"), notes=notes,
                   backends=backends, provides=provides)
 
 
-def fit_confidence_calibration(results: list[Result], corpus_label: str) -> dict[str, Any]:
+#: (extractor, per-track confidence column, per-track outcome column) of the calibrated confidences.
+CALIBRATED = (("rhythm", "est_tempo_confidence", "tempo_acc1"), ("key", "est_key_confidence", "key_exact"))
+
+
+def apply_calibration(results: list[Result]) -> None:
+    """Keep each mirflow result's raw confidences in ``raw_*`` columns and calibrate the ``est_*`` ones.
+
+    The catalogs hold raw confidences (see :func:`run_mirflow`); this applies
+    ``mirflow.extractors.calibration.calibrate`` with the shipped
+    ``calibration.json``, as the extractors do when they run normally.
+    """
+    from mirflow.extractors.calibration import calibrate
+
+    for r in results:
+        if not r.backends:
+            continue
+        for extractor, conf, _ in CALIBRATED:
+            raw_col = "raw_" + conf
+            if raw_col not in r.per_track:
+                r.per_track[raw_col] = r.per_track[conf]
+            if extractor in r.backends:
+                backend = r.backends[extractor]
+                r.per_track[conf] = [None if pd.isna(v) else calibrate(extractor, backend, float(v))
+                                     for v in r.per_track[raw_col]]
+
+
+def fit_confidence_calibration(results: list[Result], corpus_label: str, subsets: dict[str, str]) -> dict[str, Any]:
     """Fit mirflow.extractors.calibration's maps on the tuning corpus's raw confidences and write them.
 
-    Every mirflow system's tuning rows add samples for its (extractor, backend) pairs: tempo
-    confidence against Accuracy1, key confidence against the exact key. The catalogs must hold
-    raw confidences (analyzed while no calibration file existed, or with it removed).
+    Every mirflow system's tuning rows add samples for its (extractor, backend)
+    pairs: raw tempo confidence against Accuracy1, raw key confidence against
+    the exact key. Samples are weighted so that every stratum of the tuning
+    corpus (``subsets``: chorales, clean and degraded synthetic tracks, each
+    varied stratum) weighs the same: the 34 clean synthetic tracks would
+    otherwise decide the map for all music. Held-out rows are never used.
     """
     from mirflow.extractors.calibration import fit_calibration
 
-    samples: dict[str, tuple[list[Any], list[float]]] = {}
+    samples: dict[str, tuple[list[Any], list[float], list[float]]] = {}
     for r in results:
         if r.corpus != "tuning" or not r.backends:
             continue
-        for extractor, conf, hit in (("rhythm", "est_tempo_confidence", "tempo_acc1"),
-                                     ("key", "est_key_confidence", "key_exact")):
+        for extractor, conf, hit in CALIBRATED:
             if extractor not in r.backends:
                 continue
             df = r.per_track[r.per_track[hit].notna()]
-            raw, right = samples.setdefault(f"{extractor}/{r.backends[extractor]}", ([], []))
-            raw.extend(None if pd.isna(v) else float(v) for v in df[conf])
+            strata = df["path"].map(subsets).fillna("other")
+            weight = 1.0 / strata.map(strata.value_counts())
+            weight = weight * len(df) / weight.sum()
+            raw, right, w = samples.setdefault(f"{extractor}/{r.backends[extractor]}", ([], [], []))
+            raw.extend(None if pd.isna(v) else float(v) for v in df["raw_" + conf])
             right.extend(float(v) for v in df[hit])
+            w.extend(float(v) for v in weight)
     data = fit_calibration(samples, corpus=corpus_label)
-    log.info("wrote the confidence calibration (%s) to mirflow/extractors/calibration.json", ", ".join(data["maps"]))
+    for key, m in data["maps"].items():
+        log.info("calibration %s: %s (n %d; cross-validated Brier %s)", key, m["method"], m["n"],
+                 ", ".join(f"{k} {v['brier']:.4f}" for k, v in m.get("cv", {}).items()))
     return data
 
 
@@ -435,48 +565,54 @@ RECIPES: dict[str, Callable[[], Any]] = {"librosa": LibrosaRecipe, "essentia": E
                                          "madmom": MadmomRecipe}
 
 
-def run_recipe(name: str, paths: list[str], out: Path, truth: list[TruthRecord], tag: str) -> Result:
-    """Run one library's recipe on every file (resuming its predictions file) and score it."""
-    pred_file = out / f"predictions-{tag}" / f"{name}.jsonl"
-    pred_file.parent.mkdir(parents=True, exist_ok=True)
-    done: dict[str, dict[str, Any]] = {}
-    if pred_file.exists():
-        for line in pred_file.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["path"]] = rec
-    todo = [p for p in paths if p not in done]
+def run_recipe(name: str, parts: list[tuple[list[str], str]], out: Path, truth: list[TruthRecord]) -> Result:
+    """Run one library's recipe on every file of a corpus's parts (paths, tag) and score it.
+
+    Each part resumes its own predictions file, ``predictions-TAG/NAME.jsonl``.
+    """
     recipe = RECIPES[name]()
-    if todo:
-        log.info("%s: %d files to analyze (%d already done)", name, len(todo), len(done))
-        # Warm-up outside the timings: numba compilation, lazy model loading, first-call caches.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                recipe(todo[0])
-            except Exception:  # noqa: BLE001 - the timed call below records the error
-                pass
-        last = time.monotonic()
-        with open(pred_file, "a", encoding="utf-8") as fh:
-            for i, path in enumerate(todo):
-                started = time.perf_counter()
+    done: dict[str, dict[str, Any]] = {}
+    paths: list[str] = []
+    for part_paths, tag in parts:
+        paths += part_paths
+        pred_file = out / f"predictions-{tag}" / f"{name}.jsonl"
+        pred_file.parent.mkdir(parents=True, exist_ok=True)
+        if pred_file.exists():
+            for line in pred_file.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    done[rec["path"]] = rec
+        todo = [p for p in part_paths if p not in done]
+        if todo:
+            log.info("%s: %d files to analyze (%d already done)", name, len(todo), len(done))
+            # Warm-up outside the timings: numba compilation, lazy model loading, first-call caches.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        rec: dict[str, Any] = recipe(path)
-                    rec["error"] = None
-                except Exception as exc:  # noqa: BLE001 - a failure is a wrong answer, recorded
-                    log.warning("%s failed on %s: %s", name, path, exc)
-                    log.debug("%s", traceback.format_exc())
-                    rec = {"key": None, "tempo": None, "beats": None, "chords": None,
-                           "error": f"{type(exc).__name__}: {exc}"}
-                rec.update(path=path, seconds=time.perf_counter() - started)
-                fh.write(json.dumps(rec) + "\n")
-                fh.flush()
-                done[path] = rec
-                if time.monotonic() - last > 30 or i + 1 == len(todo):
-                    last = time.monotonic()
-                    log.info("%s: %d/%d", name, i + 1, len(todo))
+                    recipe(todo[0])
+                except Exception:  # noqa: BLE001 - the timed call below records the error
+                    pass
+            last = time.monotonic()
+            with open(pred_file, "a", encoding="utf-8") as fh:
+                for i, path in enumerate(todo):
+                    started = time.perf_counter()
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            rec: dict[str, Any] = recipe(path)
+                        rec["error"] = None
+                    except Exception as exc:  # noqa: BLE001 - a failure is a wrong answer, recorded
+                        log.warning("%s failed on %s: %s", name, path, exc)
+                        log.debug("%s", traceback.format_exc())
+                        rec = {"key": None, "tempo": None, "beats": None, "chords": None,
+                               "error": f"{type(exc).__name__}: {exc}"}
+                    rec.update(path=path, seconds=time.perf_counter() - started)
+                    fh.write(json.dumps(rec) + "\n")
+                    fh.flush()
+                    done[path] = rec
+                    if time.monotonic() - last > 30 or i + 1 == len(todo):
+                        last = time.monotonic()
+                        log.info("%s: %d/%d", name, i + 1, len(todo))
     preds = []
     for path in paths:
         rec = done[path]
@@ -553,10 +689,35 @@ def subset_table(results: list[Result], subsets: dict[str, str]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def calibration_table(results: list[Result]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """ECE of tempo_confidence (vs Accuracy1) and key_confidence (vs exact key) per mirflow system and corpus.
+def ece_uncertainty(confidence: list[float], correct: list[float], *, n_boot: int = 2000,
+                    seed: int = 0) -> dict[str, float]:
+    """Sampling uncertainty of an ECE measured on few tracks.
 
-    Returns the summary and, per ``system / corpus / family``, the reliability table.
+    ``lo``, ``hi``: 95 % percentile bootstrap interval (tracks resampled with
+    replacement). ``floor``, ``floor95``: mean and 95th percentile of the ECE that a
+    *perfectly calibrated* system with these confidences would show on this many
+    tracks (outcomes drawn as Bernoulli(confidence)): ECE is biased upwards on small
+    samples, so a measured ECE below ``floor95`` is no evidence of miscalibration.
+    """
+    from mirflow.extractors.calibration import weighted_ece
+
+    c = np.array([0.0 if v is None or pd.isna(v) else float(v) for v in confidence], dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    if c.size == 0:
+        return {"lo": np.nan, "hi": np.nan, "floor": np.nan, "floor95": np.nan}
+    rng = np.random.default_rng(seed)
+    boot = [weighted_ece(c[idx], hit[idx]) for idx in rng.integers(0, c.size, (n_boot, c.size))]
+    floor = [weighted_ece(c, (rng.uniform(size=c.size) < c).astype(float)) for _ in range(n_boot)]
+    return {"lo": float(np.percentile(boot, 2.5)), "hi": float(np.percentile(boot, 97.5)),
+            "floor": float(np.mean(floor)), "floor95": float(np.percentile(floor, 95))}
+
+
+def calibration_table(results: list[Result]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """ECE of tempo_confidence (vs Accuracy1) and key_confidence (vs exact key), raw and calibrated.
+
+    One row per mirflow system, corpus and confidence. Returns the summary and,
+    per ``system / corpus / family`` (calibrated) and ``system / corpus / family (raw)``,
+    the reliability table.
     """
     from mirflow.evaluate import calibration_error
 
@@ -564,17 +725,42 @@ def calibration_table(results: list[Result]) -> tuple[pd.DataFrame, dict[str, pd
     for r in results:
         if not r.system.startswith("mirflow"):
             continue
-        row = {"system": r.system, "corpus": r.corpus}
         for family, conf, hit in (("tempo", "est_tempo_confidence", "tempo_acc1"),
                                   ("key", "est_key_confidence", "key_exact")):
             df = r.per_track[r.per_track[hit].notna()]
+            raw_col = "raw_" + conf if "raw_" + conf in df else conf
+            ece_raw, table_raw = calibration_error(df[raw_col].tolist(), df[hit].tolist())
             ece, table = calibration_error(df[conf].tolist(), df[hit].tolist())
-            row[f"{family} ECE"] = _fmt(ece)
-            row[f"{family} mean confidence"] = _fmt(float(df[conf].fillna(0).mean()) if len(df) else np.nan)
-            row[f"{family} accuracy"] = _fmt(float(df[hit].mean()) if len(df) else np.nan)
+            u_raw = ece_uncertainty(df[raw_col].tolist(), df[hit].tolist())
+            u = ece_uncertainty(df[conf].tolist(), df[hit].tolist())
+            rows.append({
+                "system": r.system, "corpus": r.corpus, "confidence": family, "tracks": len(df),
+                "share right": _fmt(float(df[hit].mean()) if len(df) else np.nan),
+                "mean raw": _fmt(float(df[raw_col].fillna(0).mean()) if len(df) else np.nan),
+                "ECE raw [95 % CI]": f"{_fmt(ece_raw)} [{_fmt(u_raw['lo'])}, {_fmt(u_raw['hi'])}]",
+                "mean calibrated": _fmt(float(df[conf].fillna(0).mean()) if len(df) else np.nan),
+                "ECE calibrated [95 % CI]": f"{_fmt(ece)} [{_fmt(u['lo'])}, {_fmt(u['hi'])}]",
+                "ECE if perfectly calibrated (mean, 95th pct)": f"{_fmt(u['floor'])}, {_fmt(u['floor95'])}",
+            })
             tables[f"{r.system} / {r.corpus} / {family}"] = table
-        rows.append(row)
+            tables[f"{r.system} / {r.corpus} / {family} (raw)"] = table_raw
     return pd.DataFrame(rows), tables
+
+
+def calibration_fit_table() -> pd.DataFrame:
+    """The shipped maps: method, samples and the cross-validated (out-of-fold) scores within the tuning corpus."""
+    from mirflow.extractors.calibration import CALIBRATION_FILE
+
+    if not CALIBRATION_FILE.is_file():
+        return pd.DataFrame()
+    data = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8"))
+    rows = []
+    for key, m in sorted(data.get("maps", {}).items()):
+        cv = m.get("cv", {})
+        rows.append({"map": key, "samples": m["n"], "share right (weighted)": _fmt(m["share_right"]),
+                     "chosen": m.get("method", "isotonic"),
+                     **{f"CV Brier / ECE {k}": f"{v['brier']:.4f} / {v['ece']:.3f}" for k, v in cv.items()}})
+    return pd.DataFrame(rows).fillna("–")
 
 
 def reliability_markdown(tables: dict[str, pd.DataFrame], corpus: str = "held-out") -> str:
@@ -590,7 +776,10 @@ def reliability_markdown(tables: dict[str, pd.DataFrame], corpus: str = "held-ou
 
 
 def reliability_plot(tables: dict[str, pd.DataFrame], path: Path, corpus: str = "held-out") -> Path | None:
-    """A reliability diagram (share right against mean confidence per bin) of one corpus, as PNG."""
+    """A reliability diagram (share right against mean confidence per bin, marker area ~ tracks) as PNG.
+
+    Calibrated confidences in full lines, raw ones (default pipeline) dashed.
+    """
     try:
         import matplotlib
 
@@ -598,14 +787,23 @@ def reliability_plot(tables: dict[str, pd.DataFrame], path: Path, corpus: str = 
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     for ax, family in zip(axes, ("tempo", "key"), strict=True):
-        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls=":")
         for name, t in tables.items():
-            if f"/ {corpus} / {family}" in name and not t.empty:
-                ax.plot(t["mean_confidence"], t["accuracy"], marker="o", label=name.split(" / ")[0])
-        ax.set(title=f"{family} ({corpus})", xlabel="mean confidence", ylabel="share right", xlim=(0, 1), ylim=(0, 1))
-        ax.legend(fontsize=7)
+            system = name.split(" / ")[0]
+            raw = name.endswith("(raw)")
+            if not name.startswith(f"{system} / {corpus} / {family}") or t.empty:
+                continue
+            if raw and system != "mirflow default":
+                continue
+            (line,) = ax.plot(t["mean_confidence"], t["accuracy"], ls="--" if raw else "-", lw=1.2,
+                              alpha=0.6 if raw else 0.9, label=f"{system}{' raw' if raw else ''}")
+            ax.scatter(t["mean_confidence"], t["accuracy"], s=12 * t["n"].astype(float), alpha=0.35,
+                       color=line.get_color())
+        ax.set(title=f"{family} confidence ({corpus})", xlabel="mean confidence in bin", ylabel="share right",
+               xlim=(0, 1.02), ylim=(-0.02, 1.02))
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -636,16 +834,39 @@ def _versions() -> str:
 
 def write_markdown(path: Path, results: list[Result], corpora: dict[str, dict[str, Any]], args: argparse.Namespace,
                    elapsed_s: float) -> None:
-    c = corpora["tuning"]
+    c = corpora["tuning"]["parts"][0]
+    v = corpora["tuning"]["parts"][1] if len(corpora["tuning"]["parts"]) > 1 else None
     h = corpora.get("held-out")
-    fmts = ", ".join(f"{k} {v}" for k, v in c["formats"].items())
+    fmts = ", ".join(f"{k} {n}" for k, n in c["formats"].items())
     notes = [f"* **{r.system}** ({r.corpus}): {'; '.join(r.notes)}" for r in results if r.notes]
     if not any(r.system.startswith("mirflow") for r in results):
         notes.append("* **No mirflow pipeline was run for this table** (`--systems` named only libraries): "
                      "run `benchmarks/accuracy.py` with its default systems to add them.")
-    subsets = {**c["subsets"], **(h["subsets"] if h else {})}
+    subsets = {**corpora["tuning"]["subsets"], **(h["subsets"] if h else {})}
     calib, tables = calibration_table(results)
-    plot = reliability_plot(tables, Path(args.out).resolve() / "reliability-heldout.png") if h else None
+    plot = None
+    if h:
+        reliability_plot(tables, Path(args.out).resolve() / "reliability-heldout.png")
+        plot = reliability_plot(tables, path.with_name(f"{path.stem}-reliability-heldout.png"))
+    fit = calibration_fit_table()
+    summary = Path(args.summary).read_text(encoding="utf-8").strip() if args.summary else (
+        "(no summary given: `--summary FILE` puts one here)")
+    varied_text = ""
+    if v:
+        varied_text = f"""
+**Varied tuning tracks** (`varied-n{args.varied}-seed{args.varied_seed}`, part of the tuning corpus since
+issue 9's calibration work): {v['tracks']} tracks, {v['audio_s'] / 60:.0f} min, {args.varied} per held-out stratum,
+rendered by the same generator as the held-out corpora (`generate_heldout_corpus`, seed
+{args.varied_seed}) with **other pieces and seeds**: every music21 piece (`origin#number`) and every
+track seed of the held-out corpora is excluded (`tests/test_heldout_corpus.py` proves the two sets
+disjoint for these seeds). The held-out piano pool has only two usable pieces and the held-out corpus
+takes both, so the varied piano tracks come from other keyboard works and piano-accompanied songs of
+music21's corpus (C. P. E. Bach H. 186, Beach, Schumann op. 48 no. 2, Clara Schumann op. 17,
+J. R. Johnson), rendered on a piano. Formats: {', '.join(f'{k} {n}' for k, n in v['formats'].items())}.
+The confidence calibration is fitted on the whole tuning corpus (the {c['tracks']} tracks above and these
+{v['tracks']}) with every stratum weighted the same; the metrical-level rules were tuned before these
+tracks existed.
+"""
     heldout_text = ""
     if h:
         heldout_text = f"""
@@ -661,14 +882,18 @@ where a clean triad sounds for a notated beat (`X` elsewhere). Formats: {', '.jo
 """
     text = f"""# Accuracy: mirflow against each library's own recipe, tuning and held-out
 
-Generated by `benchmarks/accuracy.py{' --quick' if args.quick else ''} --n {args.n} --seed {args.seed} --heldout {args.heldout} --heldout-seed {args.heldout_seed} --systems {' '.join(args.systems)}`
+Generated by `benchmarks/accuracy.py{' --quick' if args.quick else ''} --n {args.n} --seed {args.seed} --heldout {args.heldout} --heldout-seed {args.heldout_seed} --varied {args.varied} --varied-seed {args.varied_seed} --systems {' '.join(args.systems)}{' --fit-calibration' if args.fit_calibration else ''}`
 on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} (this invocation {elapsed_s / 60:.0f} min; work already in
 its `--out` folder from earlier invocations was reused);
 {os.cpu_count()} cores ({cpu_name()}), shared with other work; {_versions()}.
 
+## Summary
+
+{summary}
+
 ## Corpora
 
-**Tuning corpus** (what mirflow's thresholds were measured on; `corpus-n{args.n}-seed{args.seed}`):
+**Tuning corpus, generated part** (what mirflow's thresholds were measured on; `corpus-n{args.n}-seed{args.seed}`):
 {c['tracks']} tracks, {c['audio_s'] / 60:.0f} min of audio (≈{c['duration_s']:.0f} s each), rendered by
 `mirflow.synth.generate_corpus` ({', '.join(c['backend'])}) with exact ground truth:
 {c['synthetic']} synthetic tracks (chord progressions with bass, melody and optional drums) and
@@ -677,7 +902,7 @@ without a clean triad are labelled `X` and not evaluated). Tempo {c['tempo_min']
 BPM; {c['keys']} distinct keys ({c['minor']} tracks in minor); {c['meter3']} tracks in 3/4, the rest in 4/4;
 {c['drums']} with drums; {c['programs']} General MIDI programs for the harmony; {c['noise']} with added
 white noise and {c['mp3_roundtrip']} through a 64 kbps MP3 round trip; formats {fmts}.
-{heldout_text}
+{varied_text}{heldout_text}
 ## Results
 
 {markdown(results_table(results))}
@@ -702,12 +927,28 @@ score), for the libraries their recipe timed in one process after a warm-up (mod
 ### Confidences: expected calibration error
 
 `tempo_confidence` against tempo Accuracy1 and `key_confidence` against the exact key, 10 equal-width
-bins, a missing confidence counted as 0 (`mirflow.evaluate.calibration_error`). The tuning rows are
-in-sample for anything fitted on the tuning corpus.
+bins, a missing confidence counted as 0 (`mirflow.evaluate.calibration_error`). **raw**: the
+extractor's confidence before calibration; **calibrated**: after `mirflow/extractors/calibration.json`
+(what the catalog stores). The mirflow catalogs of this run were analyzed with
+`MIRFLOW_RAW_CONFIDENCES=1` and the shipped maps applied afterwards with the same
+`mirflow.extractors.calibration.calibrate` the extractors call (calibration changes no other
+output). The tuning rows are **in-sample** for the calibrated confidences (the maps were fitted on
+them); the out-of-fold figures below are the honest tuning estimate. **95 % CI**: percentile
+bootstrap over tracks (2000 resamples). **ECE if perfectly calibrated**: the ECE a system whose
+confidences are exactly right would still show on this many tracks (outcomes drawn from the
+confidences, 2000 draws): with ~40 tracks an ECE below its 95th percentile is not evidence of
+miscalibration, and ECE ≤ 0.05 cannot be demonstrated either.
 
 {markdown(calib) if len(calib) else "(no mirflow system ran)"}
 
-Reliability on the held-out corpora (per confidence bin: tracks, mean confidence, share right){f"; plotted in `{plot.name}` in the `--out` folder" if plot else ""}:
+**The shipped maps** (`calibration.json`, fitted on the tuning corpus only): the family of each map is
+the one with the lowest out-of-fold Brier score in 20 × repeated stratified 5-fold cross-validation
+*within the tuning corpus* (the simplest within 0.001 of it), samples weighted so that every
+tuning stratum counts the same; out-of-fold Brier score / ECE of each family:
+
+{markdown(fit) if len(fit) else "(no calibration.json)"}
+
+Reliability on the held-out corpora (per confidence bin: tracks, mean confidence, share right){f"; plotted in [`{plot.name}`]({plot.name}) (calibrated full lines, default's raw confidences dashed; marker area ∝ tracks)" if plot else ""}:
 
 {reliability_markdown(tables)}
 
@@ -737,9 +978,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 24 tracks, unless --n is given too")
     ap.add_argument("--out", default="bench-accuracy", help="working folder, reused by later runs")
     ap.add_argument("--seed", type=int, default=0, help="seed of the tuning corpus")
-    ap.add_argument("--heldout", type=int, default=6,
+    from mirflow.synth.scores import (
+        HELDOUT_PER_STRATUM,
+        HELDOUT_SEED,
+        VARIED_PER_STRATUM,
+        VARIED_SEED,
+    )
+
+    ap.add_argument("--heldout", type=int, default=HELDOUT_PER_STRATUM,
                     help="tracks per held-out stratum (mirflow.synth.scores.HELDOUT_STRATA); 0 = no held-out corpora")
-    ap.add_argument("--heldout-seed", type=int, default=1, help="seed of the held-out corpora")
+    ap.add_argument("--heldout-seed", type=int, default=HELDOUT_SEED, help="seed of the held-out corpora")
+    ap.add_argument("--varied", type=int, default=VARIED_PER_STRATUM,
+                    help="tracks per held-out stratum added to the tuning corpus: the same families, other pieces "
+                         "and seeds than the held-out corpora (0 = none; default %(default)s)")
+    ap.add_argument("--varied-seed", type=int, default=VARIED_SEED,
+                    help="seed of the varied tuning tracks, not --heldout-seed (default %(default)s)")
     ap.add_argument("--workers", type=int, default=2, help="Dask workers for the mirflow pipelines")
     ap.add_argument("--systems", nargs="+",
                     default=["default", "permissive", "fast", "librosa", "essentia", "madmom"],
@@ -750,8 +1003,10 @@ def main(argv: list[str] | None = None) -> int:
                     "docs/accuracy.md, or OUT/accuracy-quick.md for a --quick run)")
     ap.add_argument("--fit-calibration", action="store_true",
                     help="after the run, fit the confidence calibration (mirflow/extractors/calibration.json) on "
-                         "the tuning corpus's confidences; the catalogs must hold raw ones (remove the file and "
-                         "the mirflow catalogs first), and a second run then measures the calibrated ones")
+                         "the tuning corpus's raw confidences (the mirflow catalogs hold raw ones), choosing each "
+                         "map's family by cross-validation within the tuning corpus; the figures then use the "
+                         "new maps")
+    ap.add_argument("--summary", help="a Markdown file whose text becomes the page's Summary section")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     if args.n is None:
@@ -774,28 +1029,38 @@ def main(argv: list[str] | None = None) -> int:
         # A smoke run must not overwrite the published table.
         args.markdown = str(out / "accuracy-quick.md") if args.quick else str(REPO / "docs" / "accuracy.md")
 
-    manifests = {"tuning": (render_corpus(out, args.n, args.seed), f"n{args.n}-seed{args.seed}")}
-    if args.heldout > 0:
-        from mirflow.synth import read_truth_jsonl
+    # corpus -> its parts (manifest, tag); each part has its own catalogs and predictions files
+    base = render_corpus(out, args.n, args.seed)
+    manifests: dict[str, list[tuple[Path, str]]] = {"tuning": [(base, f"n{args.n}-seed{args.seed}")]}
+    from mirflow.synth import read_truth_jsonl
 
-        tuning_chorales = [t.origin for t in read_truth_jsonl(manifests["tuning"][0]) if t.source == "chorale"]
-        manifests["held-out"] = (render_heldout(out, args.heldout, args.heldout_seed, tuning_chorales),
-                                 f"heldout-n{args.heldout}-seed{args.heldout_seed}")
-    corpora = {name: describe_corpus(m) for name, (m, _) in manifests.items()}
+    tuning_chorales = [t.origin for t in read_truth_jsonl(base) if t.source == "chorale"]
+    heldout = None
+    if args.heldout > 0:
+        heldout = render_heldout(out, args.heldout, args.heldout_seed, tuning_chorales)
+        manifests["held-out"] = [(heldout, f"heldout-n{args.heldout}-seed{args.heldout_seed}")]
+    if args.varied > 0:
+        manifests["tuning"].append((render_varied(out, args.varied, args.varied_seed, heldout, args.heldout,
+                                                  args.heldout_seed, tuning_chorales),
+                                    f"varied-n{args.varied}-seed{args.varied_seed}"))
+    parts = {name: {tag: describe_corpus(m) for m, tag in ps} for name, ps in manifests.items()}
+    corpora = {name: merge_descriptions(list(d.values())) for name, d in parts.items()}
     for desc in corpora.values():
         DEGRADED.update(desc["degraded"])
+    subsets = {k: v for desc in corpora.values() for k, v in desc["subsets"].items()}
 
     results: list[Result] = []
     for system in args.systems:
         if not (system in RECIPES or is_pipeline(system)):
             log.warning("skipping %r: no such pipeline (pipelines/%s.yaml) or library recipe", system, system)
             continue
-        for corpus, (manifest, tag) in manifests.items():
-            truth = load_truth(manifest)
+        for corpus, corpus_parts in manifests.items():
+            truth = load_truth([m for m, _ in corpus_parts])
+            tag = "+".join(t for _, t in corpus_parts)
             if system in RECIPES:
-                r = run_recipe(system, [t.path for t in truth], out, truth, tag)
+                r = run_recipe(system, [([t.path for t in load_truth(m)], t) for m, t in corpus_parts], out, truth)
             else:
-                r = run_mirflow(system, manifest, out, truth, args.workers, tag)
+                r = run_mirflow(system, corpus_parts, out, truth, args.workers)
             r.corpus = corpus
             results.append(r)
             write_results(r.per_track, r.overall, out / f"results-{tag}" / r.system.replace(" ", "-"),
@@ -804,10 +1069,13 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         log.error("no system ran")
         return 1
+    apply_calibration(results)  # raw confidences in raw_*, the shipped maps' in est_*
     if args.fit_calibration:
-        c = corpora["tuning"]
-        fit_confidence_calibration(results, f"benchmarks/accuracy.py tuning corpus corpus-n{args.n}-seed{args.seed}: "
-                                            f"{c['synthetic']} generated tracks and {c['chorales']} Bach chorales")
+        label = ("benchmarks/accuracy.py tuning corpus " + " + ".join(
+            f"{tag} ({d['tracks']} tracks)" for tag, d in parts["tuning"].items())
+            + ", every stratum weighted the same; held-out corpora not used")
+        fit_confidence_calibration(results, label, subsets)
+        apply_calibration(results)  # again, with the new maps
     print()
     for name, desc in corpora.items():
         print(f"{name}: {desc['tracks']} tracks, {desc['audio_s'] / 60:.0f} min of audio")

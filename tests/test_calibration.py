@@ -1,4 +1,4 @@
-"""Calibrated confidences (issue 9): isotonic maps stored as JSON breakpoints, and the ECE that checks them."""
+"""Calibrated confidences (issue 9): maps stored as JSON breakpoints, chosen by cross-validation, and the ECE."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_maps_are_plain_json_applied_per_extractor_and_backend(tmp_path):
     path = tmp_path / "calibration.json"
     data = fit_calibration({"rhythm/ensemble": ([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
                                                 [0, 0, 0, 1, 0, 1, 1, 1, 1, 1])},
-                           corpus="test", path=path)
+                           corpus="test", path=path, method="isotonic")
     stored = json.loads(path.read_text())
     assert stored["maps"] == data["maps"] and stored["fitted_on"] == "test"
     assert calibrate("rhythm", "ensemble", 0.15, path=path) == pytest.approx(0.0)
@@ -61,3 +61,52 @@ def test_expected_calibration_error_counts_missing_confidence_as_zero():
     assert ece == pytest.approx(0.0) and table["n"].sum() == 2
     ece, _ = calibration_error([0.9] * 10, [1] * 5 + [0] * 5)
     assert ece == pytest.approx(0.4)
+
+
+def test_platt_and_binned_isotonic_maps_are_smooth_monotone_probabilities():
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0, 1, 300)
+    right = (rng.uniform(0, 1, 300) < 0.2 + 0.6 * raw).astype(float)
+    for method in ("platt", "isotonic-5"):
+        x, y = calibration.fit_map(method, raw.tolist(), right.tolist())
+        assert np.all(np.diff(x) >= 0) and np.all(np.diff(y) >= 0) and 0.0 < min(y) and max(y) < 1.0
+        assert len(x) <= (51 if method == "platt" else 5)
+        # the truth is P(right | raw) = 0.2 + 0.6 raw: both maps get near it
+        assert abs(np.interp(0.5, x, y) - 0.5) < 0.1 and np.interp(0.9, x, y) - np.interp(0.1, x, y) > 0.3
+    # a score that carries no information gets the constant share right, not a falling curve
+    x, y = calibration.fit_platt([0.1, 0.2, 0.8, 0.9] * 5, [1, 1, 0, 0] * 5)
+    assert np.ptp(y) == pytest.approx(0.0)
+
+
+def test_cross_validation_prefers_a_smooth_map_on_a_small_sample_and_respects_weights():
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(0, 1, 60)
+    right = (rng.uniform(0, 1, 60) < raw ** 2).astype(float)  # over-confident raw scores
+    cv = calibration.cross_validate(raw.tolist(), right.tolist(), repeats=5)
+    assert set(cv) == set(calibration.METHODS)
+    assert cv["identity"]["brier"] > min(v["brier"] for v in cv.values())  # raw is beaten out of fold
+    assert calibration.choose_method(cv) != "identity"
+    # weights move the fit: weighting the wrong half heavily lowers the fitted probabilities
+    w = np.where(right > 0, 1.0, 5.0)
+    _, y_plain = calibration.fit_map("platt", raw.tolist(), right.tolist())
+    _, y_weighted = calibration.fit_map("platt", raw.tolist(), right.tolist(), sample_weight=w.tolist())
+    assert np.mean(y_weighted) < np.mean(y_plain) - 0.1
+
+
+def test_fit_records_the_method_and_cross_validation_and_env_var_gives_raw(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(0, 1, 40)
+    right = (rng.uniform(0, 1, 40) < raw).astype(float)
+    path = tmp_path / "calibration.json"
+    data = fit_calibration({"key/ensemble": (raw.tolist(), right.tolist(), np.ones(40).tolist())},
+                           corpus="test", path=path)
+    m = json.loads(path.read_text())["maps"]["key/ensemble"]
+    assert m["method"] == data["maps"]["key/ensemble"]["method"] in calibration.METHODS
+    assert set(m["cv"]) == set(calibration.METHODS) and m["method"] == calibration.choose_method(m["cv"])
+    calibrated = calibrate("key", "ensemble", 0.3, path=path)
+    assert calibrated == pytest.approx(float(np.interp(0.3, m["x"], m["y"])))
+    monkeypatch.setenv(calibration.RAW_ENV, "1")
+    assert calibrate("key", "ensemble", 0.3, path=path) == 0.3
+    monkeypatch.setenv(calibration.RAW_ENV, "0")
+    assert calibrate("key", "ensemble", 0.3, path=path) == pytest.approx(calibrated)
+    calibration._load.cache_clear()

@@ -44,3 +44,59 @@ def test_stratum_names_come_from_track_ids():
     assert heldout_stratum("jig003") == "jigs and slip jigs (6/8, 9/8)"
     assert heldout_stratum("chorale000") == "chorales, slow, degraded"
     assert heldout_stratum("zzz") == "other"
+
+
+# ---------------------------------------------------------------- the varied tuning corpus (issue 9)
+def test_find_pieces_skips_excluded_pieces():
+    from mirflow.synth.scores import find_pieces, piece_id
+
+    first = find_pieces("jig", 2, seed=1)
+    names = {piece_id(o, n) for o, n in first}
+    again = find_pieces("jig", 2, seed=1, exclude=names)
+    assert len(again) == 2 and not names & {piece_id(o, n) for o, n in again}
+
+
+def test_plan_refuses_an_excluded_seed_and_keeps_its_draws_without_exclusions():
+    from mirflow.synth.scores import plan_heldout_corpus
+    from mirflow.synth.spec import SpecError
+
+    plan = plan_heldout_corpus(n_per_stratum=3, seed=1, strata=("swing",))
+    assert [t.filename.split(".")[0] for t in plan] == ["swing000", "swing001", "swing002"]
+    assert plan == plan_heldout_corpus(n_per_stratum=3, seed=1, strata=("swing",))  # nothing else is drawn
+    with pytest.raises(SpecError, match="excluded"):
+        plan_heldout_corpus(n_per_stratum=3, seed=1, strata=("swing",), exclude_seeds={plan[1].seed})
+
+
+@pytest.mark.slow
+def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldout_corpus():
+    """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 4 × seed 2): disjoint sets."""
+    from mirflow.synth.corpus import find_chorales
+    from mirflow.synth.scores import (
+        HELDOUT_PER_STRATUM,
+        HELDOUT_SEED,
+        HELDOUT_STRATA,
+        VARIED_PER_STRATUM,
+        VARIED_SEED,
+        plan_heldout_corpus,
+        varied_tuning_exclusions,
+    )
+
+    tuning_chorales = tuple(find_chorales(6, seed=0))  # corpus-n48-seed0's chorales
+    heldout = plan_heldout_corpus(n_per_stratum=HELDOUT_PER_STRATUM, seed=HELDOUT_SEED,
+                                  exclude_chorales=tuning_chorales)
+    pieces, seeds = varied_tuning_exclusions(heldout)
+    varied = plan_heldout_corpus(n_per_stratum=VARIED_PER_STRATUM, seed=VARIED_SEED,
+                                 exclude_chorales=tuning_chorales, exclude_pieces=pieces, exclude_seeds=seeds,
+                                 extra_pieces=True)
+    assert VARIED_SEED != HELDOUT_SEED
+    assert len(heldout) == HELDOUT_PER_STRATUM * len(HELDOUT_STRATA)
+    assert len(varied) == VARIED_PER_STRATUM * len(HELDOUT_STRATA)
+    assert {t.stratum for t in varied} == {t.stratum for t in heldout}
+    heldout_pieces = {t.piece for t in heldout if t.piece}
+    varied_pieces = {t.piece for t in varied if t.piece}
+    assert len(heldout_pieces) >= 25 and len(varied_pieces) >= 20  # the sets compared are not trivially empty
+    assert not heldout_pieces & varied_pieces
+    assert not varied_pieces & set(tuning_chorales) and not heldout_pieces & set(tuning_chorales)
+    assert not {t.seed for t in heldout} & {t.seed for t in varied}
+    swing_specs = [t.args["spec"] for t in heldout + varied if t.kind == "swing"]
+    assert len({s.seed for s in swing_specs}) == len(swing_specs)

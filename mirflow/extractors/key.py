@@ -253,7 +253,9 @@ class KeyExtractor(Extractor):
     """
 
     name = "key"
-    version = "2"
+    # 3: key confidences through the maps refitted on the varied tuning corpus (calibration.json;
+    # the ensemble keeps its raw probability, which cross-validation preferred)
+    version = "3"
     Params = KeyParams
     columns = ("key", "key_tonic", "key_mode", "key_jams", "key_camelot", "key_openkey",
                "key_confidence", "key_alt", "key_alt_confidence")

@@ -602,7 +602,8 @@ class RhythmExtractor(Extractor):
     """
 
     name = "rhythm"
-    version = "5"
+    # 6: tempo confidences through the maps refitted on the varied tuning corpus (calibration.json)
+    version = "6"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -51,6 +52,16 @@ FAMILY_TEMPI: dict[str, tuple[float, float]] = {
     "folksong": (70.0, 150.0),
 }
 _KEY_METHODS = ("krumhansl", "aarden", "temperleykostkapayne", "bellman")
+#: Pieces only the *varied tuning corpus* may draw on (``find_pieces(..., extra=True)``): the
+#: held-out piano pool has two usable pieces (Mozart K. 545, Clara Schumann's polonaise op. 1
+#: no. 4) and the held-out corpus takes both, so the tuning corpus's piano stratum needs others:
+#: keyboard works and piano-accompanied songs of music21's corpus (rendered on a piano like the
+#: rest of the stratum). Kept out of :func:`candidate_origins`' default pool so that the held-out
+#: corpus stays the one measured before.
+TUNING_EXTRA_ORIGINS: dict[str, tuple[str, ...]] = {
+    "piano": ("cpebach/h186.mxl", "beach/prayer_of_a_tired_child.musicxml", "schumann_robert/opus48no2.mxl",
+              "schumann_clara/opus17/movement3.xml", "johnson_j_r/lift_every_voice.mxl"),
+}
 
 
 @dataclass(frozen=True)
@@ -100,13 +111,15 @@ def _corpus_root() -> Path:
     return Path(corpus.getComposer("bach")[0]).parent.parent
 
 
-def candidate_origins(family: str) -> list[str]:
+def candidate_origins(family: str, *, extra: bool = False) -> list[str]:
     """Corpus paths of the pieces of one family, sorted (relative to music21's corpus).
 
     Parameters
     ----------
     family : str
         One of :data:`FAMILIES`.
+    extra : bool
+        Add the family's :data:`TUNING_EXTRA_ORIGINS` (the varied tuning corpus's pool).
 
     Returns
     -------
@@ -132,7 +145,9 @@ def candidate_origins(family: str) -> list[str]:
                                                       "kinder0.abc", "boehme10.abc")]
     else:
         raise SpecError(f"unknown family {family!r}; choose from {FAMILIES}")
-    return sorted(p.relative_to(root).as_posix() for p in found if p.is_file())
+    if extra:
+        found = [*found, *(root / o for o in TUNING_EXTRA_ORIGINS.get(family, ()))]
+    return sorted({p.relative_to(root).as_posix() for p in found if p.is_file()})
 
 
 def _parse(origin: str, number: int | None) -> object:
@@ -142,6 +157,27 @@ def _parse(origin: str, number: int | None) -> object:
     if isinstance(score, stream.Opus):
         score = score.scores[0] if score.scores else None
     return score
+
+
+def _span_without_ties(part: object, end_q: float) -> object:
+    """``part.stripTies()`` of the bars that start before ``end_q`` (copies; the part is untouched).
+
+    ``stripTies`` on a whole quartet movement is what made finding usable pieces
+    slow (minutes); the notes kept are the same, since a tie that runs past
+    ``end_q`` is cut there by :func:`load_score` anyway.
+    """
+    import copy
+
+    from music21 import stream
+
+    measures = list(part.getElementsByClass("Measure"))
+    if not measures or float(measures[-1].offset) < end_q - 1e-9:
+        return part.stripTies()
+    span = stream.Part()
+    for m in measures:
+        if float(m.offset) < end_q - 1e-9:
+            span.insert(float(m.offset), copy.deepcopy(m))
+    return span.stripTies(inPlace=True) or span
 
 
 @lru_cache(maxsize=256)
@@ -213,9 +249,14 @@ def load_score(origin: str, *, family: str, number: int | None = None,
         end_q = float(m.offset) + bar_q
     if len(bar_starts) < 4:
         return None
+    # The cheap refusals first (one key signature throughout), the score-long key analyses last;
+    # every check refuses on its own, so the order changes the time, not the answer.
+    signatures = list(score.recurse().getElementsByClass("KeySignature"))
+    if not signatures or len({ks.sharps for ks in signatures}) != 1:
+        return None
     rows = []
     for part_index, part in enumerate(parts):
-        for n in part.stripTies().flatten().notes:
+        for n in _span_without_ties(part, end_q).flatten().notes:
             if n.duration.isGrace or n.quarterLength <= 0 or float(n.offset) >= end_q - 1e-9:
                 continue
             for p in n.pitches:
@@ -223,15 +264,17 @@ def load_score(origin: str, *, family: str, number: int | None = None,
                              int(p.midi), part_index))
     if len(rows) < 8:
         return None
-    try:
-        keys = {(int(k.tonic.pitchClass), str(k.mode)) for k in (score.analyze(f"key.{m}") for m in _KEY_METHODS)}
-    except Exception:  # noqa: BLE001 - no key analysis, no trusted key
-        return None
-    if len(keys) != 1:
-        return None
+    keys: set[tuple[int, str]] = set()
+    for method in _KEY_METHODS:
+        try:
+            k = score.analyze(f"key.{method}")
+        except Exception:  # noqa: BLE001 - no key analysis, no trusted key
+            return None
+        keys.add((int(k.tonic.pitchClass), str(k.mode)))
+        if len(keys) > 1:  # the methods disagree: no trusted key
+            return None
     tonic, mode = keys.pop()
-    signatures = list(score.recurse().getElementsByClass("KeySignature"))
-    if mode not in ("major", "minor") or not signatures or len({ks.sharps for ks in signatures}) != 1:
+    if mode not in ("major", "minor"):
         return None
     major_tonic = (7 * signatures[0].sharps) % 12
     if tonic != (major_tonic if mode == "major" else (major_tonic + 9) % 12):
@@ -241,15 +284,43 @@ def load_score(origin: str, *, family: str, number: int | None = None,
                       tuple(beats), end_q, tuple(bar_starts))
 
 
-def find_pieces(family: str, n: int, *, seed: int = 0) -> list[tuple[str, int | None]]:
+def piece_id(origin: str, number: int | None = None) -> str:
+    """One name per piece: the corpus path, with ``#number`` for a song inside a collection file.
+
+    It is :attr:`Truth.origin <mirflow.synth.truth.Truth>` of a rendered track.
+
+    Examples
+    --------
+    >>> piece_id("essenFolksong/erk10.abc", 11)
+    'essenFolksong/erk10.abc#11'
+    """
+    return origin if number is None else f"{origin}#{number}"
+
+
+def find_pieces(family: str, n: int, *, seed: int = 0, exclude: Collection[str] = (),
+                extra: bool = False) -> list[tuple[str, int | None]]:
     """Pick ``n`` usable pieces of a family (see :func:`load_score`) in a seeded order.
+
+    Parameters
+    ----------
+    family : str
+        One of :data:`FAMILIES`.
+    n : int
+        How many.
+    seed : int
+        Order of the search.
+    exclude : collection of str
+        Pieces not to pick (:func:`piece_id` names), e.g. the held-out corpus's.
+    extra : bool
+        Search :data:`TUNING_EXTRA_ORIGINS` too (the varied tuning corpus).
 
     Returns
     -------
     list of (origin, number)
         ``number`` is the song inside an Essen collection file, else None.
     """
-    origins = candidate_origins(family)
+    origins = candidate_origins(family, extra=extra)
+    excluded = set(exclude)
     rng = np.random.default_rng([seed, 808, FAMILIES.index(family)])
     pool: list[tuple[str, int | None]] = []
     if family == "folksong":
@@ -262,6 +333,8 @@ def find_pieces(family: str, n: int, *, seed: int = 0) -> list[tuple[str, int | 
         if len(found) >= n:
             break
         origin, number = pool[i]
+        if piece_id(origin, number) in excluded:
+            continue
         if load_score(origin, family=family, number=number) is not None:
             found.append((origin, number))
     if len(found) < n:
@@ -469,6 +542,131 @@ HELDOUT_STRATA: tuple[tuple[str, str, tuple[float, float]], ...] = (
 )
 
 
+#: The benchmark's defaults (``benchmarks/accuracy.py --heldout/--heldout-seed/--varied/--varied-seed``):
+#: held-out corpora of 6 tracks per stratum from seed 1; the varied part of the tuning corpus, 4 per
+#: stratum from seed 2 with the held-out pieces and seeds excluded.
+HELDOUT_PER_STRATUM, HELDOUT_SEED = 6, 1
+VARIED_PER_STRATUM, VARIED_SEED = 4, 2
+
+
+@dataclass(frozen=True)
+class PlannedTrack:
+    """One track of :func:`plan_heldout_corpus`, everything drawn but nothing rendered.
+
+    Parameters
+    ----------
+    stratum : str
+        Name in :data:`HELDOUT_STRATA`.
+    kind : str
+        ``'chorale'`` (:func:`~mirflow.synth.render_chorale`), ``'swing'``
+        (:func:`~mirflow.synth.render_track` of ``args['spec']``) or ``'score'`` (:func:`render_score`).
+    filename : str
+        Audio file name, e.g. ``'reel003.ogg'``; its stem is the track id.
+    piece : str or None
+        :func:`piece_id` of the music21 piece (None for generated swing).
+    seed : int
+        The track's seed (render seed; a swing track's spec seed): its :attr:`Truth.seed`.
+    args : dict
+        Keyword arguments of the renderer, path excluded.
+    """
+
+    stratum: str
+    kind: str
+    filename: str
+    piece: str | None
+    seed: int
+    args: dict
+
+
+def plan_heldout_corpus(
+    *,
+    n_per_stratum: int = 6,
+    seed: int = 1,
+    strata: tuple[str, ...] | None = None,
+    exclude_chorales: tuple[str, ...] = (),
+    exclude_pieces: Collection[str] = (),
+    exclude_seeds: Collection[int] = (),
+    extra_pieces: bool = False,
+    duration_s: float = 30.0,
+    degrade_fraction: float = 0.34,
+    rubato_fraction: float = 0.34,
+    formats: tuple[str, ...] = ("flac", "mp3", "ogg", "wav"),
+    backend: str = "fluidsynth",
+) -> list[PlannedTrack]:
+    """Draw the tracks of :func:`generate_heldout_corpus` without rendering them.
+
+    Parsing music21's scores to find usable pieces is the slow part (seconds).
+    ``exclude_pieces`` (:func:`piece_id` names, chorales included) and
+    ``exclude_seeds`` keep a second corpus disjoint from a first (the varied tuning
+    corpus from the held-out one); with neither, the plan is the one the held-out
+    corpus has always had for a seed. See :func:`generate_heldout_corpus` for the rest.
+
+    Raises
+    ------
+    SpecError
+        If a drawn track seed is in ``exclude_seeds`` (a 1-in-10⁸ chance per track; change ``seed``).
+    """
+    from mirflow.synth.spec import plan_specs
+
+    rng = np.random.default_rng([seed, 1009])
+    plan: list[PlannedTrack] = []
+    excluded_pieces = set(exclude_pieces)
+    wanted = [s for s in HELDOUT_STRATA if strata is None or s[1] in strata or s[0] in strata]
+    for name, family, (lo, hi) in wanted:
+        n = n_per_stratum
+        degrade = set(rng.permutation(n)[: int(round(n * degrade_fraction))].tolist())
+        rubato = set(rng.permutation(n)[: int(round(n * rubato_fraction))].tolist())
+        tempi = [float(rng.uniform(a, b)) for a, b in zip(np.linspace(lo, hi, n + 1)[:-1],
+                                                        np.linspace(lo, hi, n + 1)[1:], strict=True)]
+        if family == "chorale":
+            from mirflow.synth.corpus import find_chorales
+
+            skip = set(exclude_chorales) | excluded_pieces
+            # as many extra candidates as there are exclusions: the held-out corpus's plan is unchanged
+            n_skip = len(set(exclude_chorales)) + len({p for p in excluded_pieces if p.startswith("bach/")} -
+                                                      set(exclude_chorales))
+            pool = [o for o in find_chorales(n + n_skip, seed=seed + 100) if o not in skip][:n]
+            for j, origin in enumerate(pool):
+                kwargs = dict(origin=origin, tempo_bpm=round(tempi[j], 1), transpose=int(rng.integers(-5, 7)),
+                              program=int(rng.choice([19, 48, 52, 0, 71])), backend=backend,
+                              max_duration_s=duration_s, seed=int(rng.integers(2**31 - 1)),
+                              noise_snr_db=None if j % 2 else round(float(rng.uniform(10.0, 25.0)), 1),
+                              mp3_kbps=64 if j % 2 else None)
+                ext = "mp3" if j % 2 else formats[j % len(formats)]
+                plan.append(PlannedTrack(name, "chorale", f"chorale{j:03d}.{ext}", origin, kwargs["seed"], kwargs))
+        elif family == "swing":
+            specs = plan_specs(n, seed=seed + 5000, duration_s=duration_s, backend=backend,
+                               tempo_range=(lo, hi), degrade_fraction=0.0)
+            for j, spec in enumerate(specs):
+                deg = j in degrade
+                spec = spec.from_dict({**spec.to_dict(), "drums": True, "swing": round(float(rng.uniform(1 / 6, 0.25)), 3),
+                                       "noise_snr_db": round(float(rng.uniform(10, 25)), 1) if deg and j % 2 == 0 else None,
+                                       "mp3_kbps": 64 if deg and j % 2 else None})
+                plan.append(PlannedTrack(name, "swing", f"swing{j:03d}.{formats[j % len(formats)]}", None,
+                                         int(spec.seed), {"spec": spec}))
+        else:
+            pieces = find_pieces(family, n, seed=seed, exclude=excluded_pieces, extra=extra_pieces)
+            for j in range(n):
+                if not pieces:
+                    break
+                origin, number = pieces[j % len(pieces)]
+                deg = j in degrade
+                programs = FAMILY_PROGRAMS[family]
+                chosen = programs if family == "quartet" else (programs[int(rng.integers(len(programs)))],)
+                kwargs = dict(origin=origin, family=family, number=number, tempo_bpm=round(tempi[j], 1),
+                              transpose=int(rng.integers(-5, 7)), programs=chosen,
+                              rubato=0.05 if j in rubato else 0.0, backend=backend, max_duration_s=duration_s,
+                              seed=int(rng.integers(2**31 - 1)),
+                              noise_snr_db=round(float(rng.uniform(10, 25)), 1) if deg and j % 2 == 0 else None,
+                              mp3_kbps=64 if deg and j % 2 else None)
+                plan.append(PlannedTrack(name, "score", f"{family}{j:03d}.{formats[j % len(formats)]}",
+                                         piece_id(origin, number), kwargs["seed"], kwargs))
+    clash = {t.seed for t in plan} & set(exclude_seeds)
+    if clash:
+        raise SpecError(f"track seeds {sorted(clash)} of seed {seed} are excluded; choose another seed")
+    return plan
+
+
 def generate_heldout_corpus(
     out_dir: str | os.PathLike[str],
     *,
@@ -476,6 +674,9 @@ def generate_heldout_corpus(
     seed: int = 1,
     strata: tuple[str, ...] | None = None,
     exclude_chorales: tuple[str, ...] = (),
+    exclude_pieces: Collection[str] = (),
+    exclude_seeds: Collection[int] = (),
+    extra_pieces: bool = False,
     duration_s: float = 30.0,
     degrade_fraction: float = 0.34,
     rubato_fraction: float = 0.34,
@@ -494,67 +695,54 @@ def generate_heldout_corpus(
     The track id starts with the stratum's family (``reel003``), which is how
     ``benchmarks/accuracy.py`` tells the strata apart.
 
+    The same function renders the *varied tuning corpus* (same families, other
+    pieces and seeds): ``exclude_pieces`` / ``exclude_seeds`` name the held-out
+    corpus's pieces and track seeds, ``extra_pieces`` opens the pool of
+    :data:`TUNING_EXTRA_ORIGINS` (see :func:`varied_tuning_exclusions`).
+
     Returns
     -------
     list of Truth
         Also written to ``out_dir/truth.jsonl``.
     """
-    from mirflow.synth.corpus import MANIFEST_NAME, find_chorales, render_chorale, render_track
-    from mirflow.synth.spec import plan_specs
+    from mirflow.synth.corpus import MANIFEST_NAME, render_chorale, render_track
     from mirflow.synth.truth import write_truth_jsonl
 
     out = Path(out_dir).resolve()
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 1009])
+    plan = plan_heldout_corpus(n_per_stratum=n_per_stratum, seed=seed, strata=strata,
+                               exclude_chorales=exclude_chorales, exclude_pieces=exclude_pieces,
+                               exclude_seeds=exclude_seeds, extra_pieces=extra_pieces, duration_s=duration_s,
+                               degrade_fraction=degrade_fraction, rubato_fraction=rubato_fraction,
+                               formats=formats, backend=backend)
     truths: list[Truth] = []
-    wanted = [s for s in HELDOUT_STRATA if strata is None or s[1] in strata or s[0] in strata]
-    for name, family, (lo, hi) in wanted:
-        n = n_per_stratum
-        degrade = set(rng.permutation(n)[: int(round(n * degrade_fraction))].tolist())
-        rubato = set(rng.permutation(n)[: int(round(n * rubato_fraction))].tolist())
-        tempi = [float(rng.uniform(a, b)) for a, b in zip(np.linspace(lo, hi, n + 1)[:-1],
-                                                        np.linspace(lo, hi, n + 1)[1:], strict=True)]
-        if family == "chorale":
-            pool = [o for o in find_chorales(n + len(exclude_chorales), seed=seed + 100)
-                    if o not in set(exclude_chorales)][:n]
-            for j, origin in enumerate(pool):
-                path = out / "audio" / f"chorale{j:03d}.{'mp3' if j % 2 else formats[j % len(formats)]}"
-                truths.append(render_chorale(
-                    path, origin=origin, tempo_bpm=round(tempi[j], 1), transpose=int(rng.integers(-5, 7)),
-                    program=int(rng.choice([19, 48, 52, 0, 71])), backend=backend, max_duration_s=duration_s,
-                    seed=int(rng.integers(2**31 - 1)),
-                    noise_snr_db=None if j % 2 else round(float(rng.uniform(10.0, 25.0)), 1),
-                    mp3_kbps=64 if j % 2 else None))
-            continue
-        if family == "swing":
-            specs = plan_specs(n, seed=seed + 5000, duration_s=duration_s, backend=backend,
-                               tempo_range=(lo, hi), degrade_fraction=0.0)
-            for j, spec in enumerate(specs):
-                deg = j in degrade
-                spec = spec.from_dict({**spec.to_dict(), "drums": True, "swing": round(float(rng.uniform(1 / 6, 0.25)), 3),
-                                       "noise_snr_db": round(float(rng.uniform(10, 25)), 1) if deg and j % 2 == 0 else None,
-                                       "mp3_kbps": 64 if deg and j % 2 else None})
-                path = out / "audio" / f"swing{j:03d}.{formats[j % len(formats)]}"
-                truths.append(render_track(spec, path))
-            continue
-        pieces = find_pieces(family, n, seed=seed)
-        for j in range(n):
-            if not pieces:
-                break
-            origin, number = pieces[j % len(pieces)]
-            deg = j in degrade
-            path = out / "audio" / f"{family}{j:03d}.{formats[j % len(formats)]}"
-            programs = FAMILY_PROGRAMS[family]
-            chosen = programs if family == "quartet" else (programs[int(rng.integers(len(programs)))],)
-            truths.append(render_score(
-                path, origin=origin, family=family, number=number, tempo_bpm=round(tempi[j], 1),
-                transpose=int(rng.integers(-5, 7)), programs=chosen, rubato=0.05 if j in rubato else 0.0,
-                backend=backend, max_duration_s=duration_s, seed=int(rng.integers(2**31 - 1)),
-                noise_snr_db=round(float(rng.uniform(10, 25)), 1) if deg and j % 2 == 0 else None,
-                mp3_kbps=64 if deg and j % 2 else None))
-        logger.info("held-out stratum %s: %d tracks", name, n)
+    for t in plan:
+        path = out / "audio" / t.filename
+        if t.kind == "chorale":
+            truths.append(render_chorale(path, **t.args))
+        elif t.kind == "swing":
+            truths.append(render_track(t.args["spec"], path))
+        else:
+            truths.append(render_score(path, **t.args))
     write_truth_jsonl(truths, out / MANIFEST_NAME)
     return truths
+
+
+def varied_tuning_exclusions(heldout: list[PlannedTrack] | list[Truth]) -> tuple[set[str], set[int]]:
+    """The pieces and track seeds a varied tuning corpus must not share with a held-out corpus.
+
+    Parameters
+    ----------
+    heldout : list of PlannedTrack or Truth
+        The held-out corpus's plan, or its rendered truth.
+
+    Returns
+    -------
+    (set of str, set of int)
+        :func:`piece_id` names (chorales included) and track seeds.
+    """
+    pieces = {t.piece if isinstance(t, PlannedTrack) else t.origin for t in heldout}
+    return {p for p in pieces if p}, {int(t.seed) for t in heldout}
 
 
 def heldout_stratum(track_id: str) -> str:
