@@ -6,7 +6,7 @@
 * ``decode.window_s`` is validated: every extractor must merge windows, the
   fingerprint must fit in the first window, and the setting is part of the
   pipeline's fingerprint.
-* The default pipeline on a 150-s track cut in 60-s windows gives what the
+* The default pipeline on a 100-s track cut in 36-s windows gives what the
   whole-track analysis gives (same beats, tempo, key, chords, loudness,
   musicnn patches), and the beats of a track whose tempo changes between
   windows are tracked across the change.
@@ -159,22 +159,22 @@ def _track(path: Path, seconds: float, tempo_bpm: tuple[float, float]) -> np.nda
 
 @pytest.mark.slow
 def test_default_pipeline_in_windows_matches_the_whole_track(tmp_path):
-    """150 s (112 BPM, D minor) in 60-s windows with 11.968 s of context, against one whole-track analysis."""
+    """100 s (112 BPM, D minor) in 36-s windows with 11.968 s of context, against one whole-track analysis."""
     from mirflow.audio.hashing import content_hash
     from mirflow.pipeline.task import extract_track
 
     path = tmp_path / "long.flac"
-    truth = _track(path, 150.0, (112.0, 112.0))
+    truth = _track(path, 100.0, (112.0, 112.0))
     raw = _default_raw()
-    raw["decode"] = {**raw["decode"], "window_s": 59.84}  # 20 musicnn patches
+    raw["decode"] = {**raw["decode"], "window_s": 35.904}  # 12 musicnn patches: shares 0-36, 36-72, 72-100 s
     raw["extractors"] = [e for e in raw["extractors"] if e["name"] != "fingerprint"]  # needs 120 s in window one
     windowed = parse_pipeline(raw)
     whole = dataclasses.replace(windowed, window_s=None)
-    assert windowed.windowed(150.0) and not whole.windowed(150.0)
+    assert windowed.windowed(100.0) and not whole.windowed(100.0)
     track_id = content_hash(path)
     (a,), ta, dur_a = (lambda r: (r[0].to_pylist(), r[1], r[2]))(extract_track(str(path), track_id, whole))
     (b,), tb, dur_b = (lambda r: (r[0].to_pylist(), r[1], r[2]))(extract_track(str(path), track_id, windowed))
-    assert dur_a == dur_b == pytest.approx(150.0, abs=0.1) and b["duration_s"] == pytest.approx(dur_a)
+    assert dur_a == dur_b == pytest.approx(truth[-1] + 60.0 / 112.0, abs=0.01) and b["duration_s"] == pytest.approx(dur_a)
     assert "merged" not in " ".join(a["empty_reasons"]) and b["empty_reasons"] == a["empty_reasons"]
     # rhythm: the same beats, tempo and meter
     beats_a, beats_b = np.array(ta["beats"]["time_s"]), np.array(tb["beats"]["time_s"])
@@ -190,7 +190,7 @@ def test_default_pipeline_in_windows_matches_the_whole_track(tmp_path):
     agreement = mir_eval.chord.weighted_accuracy(mir_eval.chord.majmin(ref, est),
                                                  mir_eval.util.intervals_to_durations(inter))
     assert agreement >= 0.95
-    assert tb["chords"]["end_s"][-1] == pytest.approx(dur_b, abs=1e-3)
+    assert tb["chords"]["end_s"][-1] == ta["chords"]["end_s"][-1] == round(dur_b, 6)
     # loudness: sums over every sample once, the gating over every block once
     assert b["loudness_integrated_lufs"] == pytest.approx(a["loudness_integrated_lufs"], abs=0.05)
     assert b["loudness_range_lu"] == pytest.approx(a["loudness_range_lu"], abs=0.3)
@@ -203,7 +203,7 @@ def test_default_pipeline_in_windows_matches_the_whole_track(tmp_path):
     # musicnn: the same patches (the windows fall on the patch grid), so nearly the same vector and tags
     seg_a, seg_b = ta["segment_embeddings"], tb["segment_embeddings"]
     musicnn = [i for i, m in enumerate(seg_a["model"]) if m.startswith("musicnn")]
-    assert len(seg_b["start_s"]) == len(seg_a["start_s"]) == len(musicnn) > 40
+    assert len(seg_b["start_s"]) == len(seg_a["start_s"]) == len(musicnn) > 30
     np.testing.assert_allclose(seg_b["start_s"], seg_a["start_s"], atol=1e-3)
     for model in set(ta["embeddings"]["model"]):
         x = np.asarray(ta["embeddings"]["embedding"][ta["embeddings"]["model"].index(model)])
@@ -241,19 +241,20 @@ def _memory_benchmark():
 
 @pytest.mark.slow
 def test_an_hour_is_analyzed_in_windows_under_a_memory_bound(tmp_path):
-    """60 minutes of 44.1-kHz stereo in a fresh worker-like process, peak RSS under 0.75 GiB.
+    """60 minutes of 22.05-kHz mono in a fresh worker-like process, peak RSS under 0.75 GiB.
 
-    Decoded whole, the hour is 1.27 GB of float32 samples before any
-    analysis (plus its mono copy), so the bound holds only if the track is
-    decoded and analyzed window by window. The loudness meter (BS.1770
-    gating over the hour's blocks, true peak, RMS) keeps the test short;
-    ``benchmarks/memory.py`` measures the default pipeline (docs/performance.md).
+    Analyzed whole, the hour is 0.32 GB of decoded float32 samples and
+    0.64 GB more at the meter's 44.1 kHz, before any analysis, so the bound
+    holds only if the track is decoded and analyzed window by window. The
+    loudness meter (BS.1770 gating over the hour's blocks, true peak, RMS)
+    keeps the test short; ``benchmarks/memory.py`` measures the default
+    pipeline on 44.1-kHz stereo (docs/performance.md).
     """
     from mirflow.testing import render_music
 
-    loop = render_music(60.0, sample_rate_hz=44100, seed=3)  # (frames, 2)
+    loop = render_music(60.0, sample_rate_hz=22050, seed=3, stereo=False)
     path = tmp_path / "hour.flac"
-    with sf.SoundFile(path, "w", samplerate=44100, channels=2, format="FLAC", subtype="PCM_16") as fh:
+    with sf.SoundFile(path, "w", samplerate=22050, channels=1, format="FLAC", subtype="PCM_16") as fh:
         for _ in range(60):
             fh.write(loop)
     pipeline = tmp_path / "light.yaml"

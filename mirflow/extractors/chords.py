@@ -421,6 +421,8 @@ class ChordExtractor(Extractor):
                 else:
                     segs.append((round(a, 6), round(b, 6), label, conf))
         duration = float(parts[-1].core_end_s)
+        if segs and abs(segs[-1][1] - duration) < 1e-3:  # the last window's end, to the track's rounding
+            segs[-1] = (segs[-1][0], round(duration, 6), segs[-1][2], segs[-1][3])
         covered = sum(s[1] - s[0] for s in segs)
         if covered < duration - 1e-6:  # shares without chords (windows too short) are no-chord time
             filled: list[Segment] = []
