@@ -189,11 +189,20 @@ def render_varied(out: Path, per_stratum: int, seed: int, heldout: Path | None, 
             n_per_stratum=heldout_per_stratum or 6, seed=heldout_seed, exclude_chorales=tuple(tuning_chorales)))
     params = varied_params(per_stratum, seed, pieces, seeds, tuning_chorales)
     root = out / f"varied-n{per_stratum}-seed{seed}"
-    return _rendered(root, params, "varied tuning corpus", lambda: generate_heldout_corpus(
+    manifest = _rendered(root, params, "varied tuning corpus", lambda: generate_heldout_corpus(
         root, n_per_stratum=per_stratum, seed=seed, exclude_chorales=tuple(tuning_chorales),
         exclude_pieces=pieces, exclude_seeds=seeds, extra_pieces=True, duration_s=params["duration_s"],
         degrade_fraction=params["degrade_fraction"], rubato_fraction=params["rubato_fraction"],
         backend="fluidsynth" if fluidsynth_available() else "numpy"))
+    # Checked on every run, not only in the tests: a tuning track that is also a held-out track
+    # would make the held-out figures tuning figures.
+    shared_pieces, shared_seeds = (sets & excluded for sets, excluded in
+                                   zip(varied_tuning_exclusions(read_truth_jsonl(manifest)), (pieces, seeds),
+                                       strict=True))
+    if shared_pieces or shared_seeds:
+        raise SystemExit(f"the varied tuning corpus in {root} shares pieces {sorted(shared_pieces)} or seeds "
+                         f"{sorted(shared_seeds)} with the held-out corpus; delete it to render it again")
+    return manifest
 
 
 def describe_corpus(manifest: Path) -> dict[str, Any]:

@@ -170,8 +170,9 @@ def test_dry_run_lists_without_writing(tmp_path, good_audio):
 def test_cli_query_and_doctor(tmp_path, good_audio):
     music = next(iter(good_audio.values())).parent
     catalog = tmp_path / "cat"
+    # the fast pipeline: this test is about the commands, and a default worker's warm-up (every model) is 30 s
     run = subprocess.run([sys.executable, "-m", "mirflow", "analyze", str(music), "--catalog", str(catalog),
-                          "--workers", "1", "--no-dashboard", "--no-progress", "--limit", "2"],
+                          "--pipeline", "fast", "--workers", "1", "--no-dashboard", "--no-progress", "--limit", "2"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "analyzed:  2" in run.stdout

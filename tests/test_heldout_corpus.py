@@ -69,7 +69,10 @@ def test_plan_refuses_an_excluded_seed_and_keeps_its_draws_without_exclusions():
 
 @pytest.mark.slow
 def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldout_corpus():
-    """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 4 × seed 2): disjoint sets."""
+    """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 4 × seed 2): disjoint sets.
+
+    ``benchmarks/accuracy.py`` also checks the rendered corpora on every run.
+    """
     from mirflow.synth.corpus import find_chorales
     from mirflow.synth.scores import (
         HELDOUT_PER_STRATUM,
