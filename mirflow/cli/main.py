@@ -265,8 +265,13 @@ def cmd_extractors(args: argparse.Namespace) -> int:
         except (ImportError, MirflowError) as exc:
             print(f"{name:<12} unavailable: {exc}")
             continue
+        # windowed pipelines (decode.window_s) may list only extractors that merge windows
+        try:
+            windows = "merges windows" if cls().merges_windows() else "whole tracks only"
+        except MirflowError:  # a plugin without default parameters: ask an instance
+            windows = "windows: depends on its parameters"
         print(f"{name:<12} v{cls.version}  columns: {', '.join(cls.columns) or '-'}"
-              f"  tables: {', '.join(cls.tables) or '-'}")
+              f"  tables: {', '.join(cls.tables) or '-'}  ({windows})")
         for prm in cls.Params.describe():
             allowed = prm["choices"] or prm["range"] or ""
             print(f"    {prm['name']} = {prm['default']!r} {allowed}  {prm['doc']}")
