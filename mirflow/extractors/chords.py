@@ -443,4 +443,3 @@ class ChordExtractor(Extractor):
                  "label": [s[2] for s in segs], "confidence": [s[3] for s in segs]}
         return self.result(summarize(segs, duration, p.top_n), {"chords": table},
                            f"{len(segs)} segments from {len(parts)} windows", reason=reason)
-

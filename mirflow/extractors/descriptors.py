@@ -630,4 +630,3 @@ class DescriptorExtractor(Extractor):
             reason = ("not computed by the librosa backend" if set(missing) <= set(ESSENTIA_ONLY)
                       else f"not measurable on this audio: {', '.join(missing)}")
         return self.result(cols, None, f"merged {len(valid)} of {len(parts)} windows", reason=reason)
-

@@ -520,7 +520,6 @@ class EmbeddingExtractor(Extractor):
             results.append(out)
         return _check(np.concatenate(results), None, f"ONNX model {self.model_name}")
 
-
     # ------------------------------------------------------ long tracks
     def merges_windows(self) -> bool:
         return True
@@ -567,4 +566,3 @@ class EmbeddingExtractor(Extractor):
             tags = {"tag": list(first["tag"]), "probability": [float(p) for p in mean_probs],
                     "model": list(first["model"])}
         return self._rows(_mean(vectors), version, (np.asarray(starts), np.asarray(ends), vectors), tags)
-

@@ -895,4 +895,3 @@ class RhythmExtractor(Extractor):
         }
         table = {"time_s": [round(float(t), 4) for t in beats], "beat_in_bar": positions}
         return self.result(cols, {"beats": table}, f"merged {len(parts)} windows")
-
