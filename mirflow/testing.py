@@ -654,29 +654,31 @@ def check_window_merge(extractor: Extractor) -> None:
     must conform to the schemas like any output, with every time of its tables
     inside the track. Extractors that do not merge windows pass.
     """
-    from mirflow.audio.decode import AudioWindow, DecodedAudio
+    import soundfile as sf
+
+    from mirflow.audio.decode import iter_windows
     from mirflow.extractors.base import WindowPart
 
     if not extractor.merges_windows():
         return
     _skip_if_unusable(extractor)
     music = _audio("music")
-    sr, samples = music.native_sample_rate_hz, music.audio.samples
-    duration = samples.shape[0] / sr
+    duration = music.duration_s
     parts = []
-    core_start = 0.0
-    while core_start < duration:
-        core_end = min(core_start + CHECK_WINDOW_S, duration)
-        start, end = max(core_start - CHECK_CONTEXT_S, 0.0), min(core_end + CHECK_CONTEXT_S, duration)
-        audio = DecodedAudio(np.ascontiguousarray(samples[int(round(start * sr)):int(round(end * sr))]), sr)
-        window = AudioWindow(audio, start, core_start, core_end)
-        try:
-            out = extractor.extract(Frontend(audio, music.info, music.path, window=window))
-        except Exception as exc:
-            raise AssertionError(f"{extractor_id(extractor)}: extract() on a window raised "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        parts.append(WindowPart(start, core_start, core_end, out))
-        core_start = core_end
+    with tempfile.TemporaryDirectory(prefix="mirflow-check-") as tmp:
+        path = Path(tmp) / "music.wav"
+        sf.write(path, music.audio.samples, music.native_sample_rate_hz, subtype="FLOAT")
+        for window in iter_windows(path, window_s=CHECK_WINDOW_S, context_s=CHECK_CONTEXT_S):
+            try:
+                out = extractor.extract(Frontend(window.audio, music.info, music.path, window=window))
+            except Exception as exc:
+                raise AssertionError(f"{extractor_id(extractor)}: extract() on a window raised "
+                                     f"{type(exc).__name__}: {exc}") from exc
+            parts.append(WindowPart(start_s=window.start_s, core_start_s=window.core_start_s,
+                                    core_end_s=window.core_end_s,
+                                    end_s=window.start_s + window.audio.duration_s, extraction=out))
+    if len(parts) < 2:
+        raise AssertionError(f"the check cut the music in {len(parts)} window(s); it needs several")
     try:
         merged = extractor.merge(parts)
     except Exception as exc:

@@ -144,14 +144,15 @@ class WindowPart:
     """One window's :class:`Extraction` of a long track, with where the window lies.
 
     Times in ``extraction`` are relative to the window's first sample
-    (``start_s`` in the track); the window's own share of the track is
-    ``[core_start_s, core_end_s)``, and the shares of a track's windows tile
-    it. See :func:`mirflow.audio.decode.iter_windows`.
+    (``start_s`` in the track; its audio ends at ``end_s``); the window's own
+    share of the track is ``[core_start_s, core_end_s)``, and the shares of a
+    track's windows tile it. See :func:`mirflow.audio.decode.iter_windows`.
     """
 
     start_s: float
     core_start_s: float
     core_end_s: float
+    end_s: float
     extraction: Extraction
 
     @property
@@ -190,7 +191,7 @@ def window_weights(parts: Sequence[WindowPart], counts: Sequence[float] | None =
     """
     w = np.array([part.core_s for part in parts], dtype=np.float64)
     if counts is not None:
-        lengths = np.array([max(part.core_end_s - part.start_s, part.core_s) for part in parts])
+        lengths = np.array([part.end_s - part.start_s for part in parts])
         w = np.asarray(counts, dtype=np.float64) * w / np.maximum(lengths, 1e-9)
     return w
 

@@ -389,7 +389,9 @@ def _extract_windows(local: str, info: Any, pipeline: PipelineConfig, *,
             results = _run_extractors(frontend, pipeline, deadline=deadline, path=local)
             del frontend
             for bucket, result in zip(parts, results, strict=True):
-                bucket.append(WindowPart(window.start_s, window.core_start_s, window.core_end_s, result))
+                bucket.append(WindowPart(start_s=window.start_s, core_start_s=window.core_start_s,
+                                         core_end_s=window.core_end_s,
+                                         end_s=window.start_s + window.audio.duration_s, extraction=result))
             log.debug("analyzed window %.0f-%.0f s of %s", window.core_start_s, window.core_end_s,
                       path_text(local))
     finally:
