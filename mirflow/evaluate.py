@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from mirflow.errors import ConfigError
+from mirflow.extractors.calibration import weighted_ece
 from mirflow.labels import parse_key
 
 log = logging.getLogger(__name__)
@@ -823,13 +824,11 @@ def calibration_error(confidence: Sequence[float | None], correct: Sequence[floa
     edges = np.linspace(0.0, 1.0, bins + 1)
     idx = np.clip(np.digitize(np.clip(conf, 0.0, 1.0), edges[1:-1]), 0, bins - 1)
     rows = []
-    ece = 0.0
     for b in range(bins):
         sel = idx == b
         if not sel.any():
             continue
-        gap = abs(float(conf[sel].mean()) - float(hit[sel].mean()))
-        ece += sel.sum() / conf.size * gap
         rows.append({"lo": edges[b], "hi": edges[b + 1], "n": int(sel.sum()),
                      "mean_confidence": float(conf[sel].mean()), "accuracy": float(hit[sel].mean())})
-    return float(ece), pd.DataFrame(rows)
+    # one definition of the ECE: the calibration fits score their maps with the same function
+    return weighted_ece(conf, hit, bins=bins), pd.DataFrame(rows)

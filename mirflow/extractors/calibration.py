@@ -212,7 +212,7 @@ def fit_map(method: str, raw: Sequence[float | None], correct: Sequence[float], 
 
 def weighted_ece(confidence: np.ndarray, correct: np.ndarray, weight: np.ndarray | None = None, *,
                  bins: int = 10) -> float:
-    """Expected calibration error with sample weights (10 equal-width bins, as ``mirflow.evaluate``).
+    """Expected calibration error with sample weights (equal-width bins; ``mirflow.evaluate.calibration_error``'s too).
 
     Examples
     --------
