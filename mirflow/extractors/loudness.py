@@ -232,6 +232,15 @@ class LoudnessExtractor(Extractor):
     def merges_windows(self) -> bool:
         return True
 
+    def _silent_at(self, peak: float) -> bool:
+        return peak <= 10.0 ** (self.params.silence_threshold_dbfs / 20.0)
+
+    def _silent(self, peak: float, summary: dict | None = None) -> Extraction:
+        """Silence: the sample peak, no loudness (rather than -inf or the -70 LUFS gate floor)."""
+        return self.result({"is_silent": True, "loudness_integrated_lufs": None, "loudness_range_lu": None,
+                            "true_peak_dbtp": None, "sample_peak_dbfs": _db(peak), "rms_dbfs": None},
+                           None, "silent: loudness not measured", reason="silent", summary=summary)
+
     def extract(self, frontend) -> Extraction:
         p: LoudnessParams = self.params
         sr = p.sample_rate_hz
@@ -248,12 +257,8 @@ class LoudnessExtractor(Extractor):
         energy = sum(float(np.square(mono[i:i + _FILTER_BLOCK], dtype=np.float64).sum())
                      for i in range(0, mono.size, _FILTER_BLOCK))
         summary: dict = {"peak": peak, "energy": energy, "samples": int(mono.size)}
-        silent = peak <= 10.0 ** (p.silence_threshold_dbfs / 20.0)
-        if silent:
-            return self.result({"is_silent": True, "loudness_integrated_lufs": None, "loudness_range_lu": None,
-                                "true_peak_dbtp": None, "sample_peak_dbfs": _db(peak), "rms_dbfs": None},
-                               None, "silent: loudness not measured", reason="silent",
-                               summary={**summary, "true_peak_dbtp": None, "blocks": None, "short_term": None})
+        if self._silent_at(peak):
+            return self._silent(peak, summary={**summary, "true_peak_dbtp": None, "blocks": None, "short_term": None})
         # BS.1770 sums channel powers; a mono file is one channel (pad with a
         # silent second channel for the stereo-only meters). Beyond two
         # channels we keep the front pair, since surround weights need a
@@ -307,17 +312,14 @@ class LoudnessExtractor(Extractor):
         :func:`loudness_range_lu` for both backends (Essentia's own range
         differs from it by interpolation, about 0.03 LU).
         """
-        p: LoudnessParams = self.params
         summaries = [part.extraction.summary for part in parts if part.extraction.summary]
         if not summaries:
             return self.empty("empty audio", reason="empty audio")
         peak = max(s["peak"] for s in summaries)
         samples = sum(s["samples"] for s in summaries)
         energy = sum(s["energy"] for s in summaries)
-        if peak <= 10.0 ** (p.silence_threshold_dbfs / 20.0):
-            return self.result({"is_silent": True, "loudness_integrated_lufs": None, "loudness_range_lu": None,
-                                "true_peak_dbtp": None, "sample_peak_dbfs": _db(peak), "rms_dbfs": None},
-                               None, "silent: loudness not measured", reason="silent")
+        if self._silent_at(peak):
+            return self._silent(peak)
 
         def owned(key: str) -> np.ndarray:
             values = [v[part.owns(t)] for part in parts if (s := part.extraction.summary).get(key) is not None
