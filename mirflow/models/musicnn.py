@@ -348,12 +348,21 @@ class MusicnnMSD:
         return self._relu_bn_maxfreq(z, bias, key)
 
     def _relu_bn_maxfreq(self, z: np.ndarray, bias: np.ndarray, key: str) -> np.ndarray:
-        z += bias
-        np.maximum(z, 0.0, out=z)
+        """Bias, ReLU, batch norm, then max-pool over every frequency bin: ``(b, t, channels)``.
+
+        Pooled first, on the raw conv output: every step after the conv is a
+        per-channel monotonic function of one value, and float rounding keeps it
+        monotonic, so pooling commutes with them exactly (the same float32
+        values as pooling last) on 1/f of the data: the maximum where the
+        channel's batch-norm scale is positive, the minimum where it is negative.
+        """
         scale, offset = self._bn[key]
-        z *= scale
-        z += offset
-        return z.max(axis=2)  # max-pool over every frequency bin: (b, t, channels)
+        pooled = np.where(scale >= 0, z.max(axis=2), z.min(axis=2))
+        pooled += bias
+        np.maximum(pooled, 0.0, out=pooled)
+        pooled *= scale
+        pooled += offset
+        return pooled
 
     def _mid(self, x: np.ndarray, key: str) -> np.ndarray:
         """Conv of 7 frames over all channels (zero padding 3+3 frames), ReLU, batch norm."""
