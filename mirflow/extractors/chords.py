@@ -349,7 +349,8 @@ class ChordExtractor(Extractor):
     """
 
     name = "chords"
-    version = "1"
+    # 2: the CQT chroma tuned by the STFT chroma's tuning estimate (one estimate instead of two)
+    version = "2"
     Params = ChordParams
     columns = ("chord_count_distinct", "chord_changes_per_minute", "chords_top")
     tables = ("chords",)

@@ -254,8 +254,9 @@ class KeyExtractor(Extractor):
 
     name = "key"
     # 3: key confidences through the maps refitted on the varied tuning corpus (calibration.json;
-    # the ensemble keeps its raw probability, which cross-validation preferred)
-    version = "3"
+    # the ensemble keeps its raw probability, which cross-validation preferred); 4: the CQT chroma
+    # tuned by the STFT chroma's tuning estimate (one estimate instead of two)
+    version = "4"
     Params = KeyParams
     columns = ("key", "key_tonic", "key_mode", "key_jams", "key_camelot", "key_openkey",
                "key_confidence", "key_alt", "key_alt_confidence")
