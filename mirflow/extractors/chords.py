@@ -354,7 +354,7 @@ class ChordExtractor(Extractor):
     Params = ChordParams
     columns = ("chord_count_distinct", "chord_changes_per_minute", "chords_top")
     tables = ("chords",)
-    requires = ("signal", "cached")
+    requires = ("signal", "stft", "cached")  # stft: the 8192-point STFT whose tuning estimate tunes the CQT chroma
     libraries = ("madmom", "essentia", "librosa")
     licences = ("BSD-3-Clause code + CC BY-NC-SA 4.0 models (madmom and ensemble backends)",
                 "AGPL-3.0 (essentia backend)", "ISC (librosa and ensemble backends)")
