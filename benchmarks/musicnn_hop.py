@@ -53,25 +53,24 @@ def per_patch(frontend) -> tuple[np.ndarray, np.ndarray]:
     return out.penultimate.astype(np.float64), out.taggram.astype(np.float64)
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def neighbours(vectors: np.ndarray, k: int) -> np.ndarray:
-    sim = unit(vectors) @ unit(vectors).T
-    np.fill_diagonal(sim, -np.inf)
-    return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    """Each track's ``k`` nearest other tracks by cosine distance, nearest first."""
+    from sklearn.neighbors import NearestNeighbors
+
+    return NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(vectors).kneighbors(
+        return_distance=False)
 
 
 def compare(name: str, patches: list[tuple[np.ndarray, np.ndarray]], every: int,
             labels: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    from sklearn.preprocessing import normalize
     from test_embeddings import loo_knn_accuracy
 
     full = np.stack([e.mean(axis=0) for e, _ in patches])
     sub = np.stack([e[::every].mean(axis=0) for e, _ in patches])
     tags_full = np.stack([t.mean(axis=0) for _, t in patches])
     tags_sub = np.stack([t[::every].mean(axis=0) for _, t in patches])
-    cos = np.sum(unit(full) * unit(sub), axis=1)
+    cos = np.sum(normalize(full) * normalize(sub), axis=1)
     k = min(10, len(patches) - 1)
     nn_full, nn_sub = neighbours(full, k), neighbours(sub, k)
     top5 = [len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5])) / 5 for a, b in zip(tags_full, tags_sub, strict=True)]

@@ -97,7 +97,7 @@ def librosa_chroma(frontend: Any, kind: str = "cqt") -> np.ndarray:
             # about both and still returns a usable (zero-padded, A440) chroma.
             warnings.filterwarnings("ignore", message="n_fft=.*is too large", category=UserWarning)
             warnings.filterwarnings("ignore", message="Trying to estimate tuning", category=UserWarning)
-            spec = frontend.stft(sample_rate_hz=LIBROSA_SR, n_fft=8192, hop_length=LIBROSA_HOP)
+            power = frontend.stft(sample_rate_hz=LIBROSA_SR, n_fft=8192, hop_length=LIBROSA_HOP) ** 2
             # One tuning estimate for both chromas: the one chroma_stft makes by
             # itself (in semitones, from the 8192-point STFT: 2.7-Hz bins). Each
             # chroma used to make its own, the CQT's from a second, 2048-point STFT
@@ -105,7 +105,7 @@ def librosa_chroma(frontend: Any, kind: str = "cqt") -> np.ndarray:
             # every tuning and held-out accuracy column of `default` stayed the same
             # (chords WCSR held-out 0.868 -> 0.871; docs/performance.md).
             tuning = frontend.cached(("librosa", "tuning", LIBROSA_SR, LIBROSA_HOP), lambda: float(
-                librosa.estimate_tuning(S=spec**2, sr=LIBROSA_SR, n_fft=8192, bins_per_octave=12)))
+                librosa.estimate_tuning(S=power, sr=LIBROSA_SR, n_fft=8192, bins_per_octave=12)))
             if kind == "cqt":
                 # Seven octaves from C1 (librosa's default fmin), three bins per
                 # semitone so that detuned recordings still fold onto the right class;
@@ -113,6 +113,6 @@ def librosa_chroma(frontend: Any, kind: str = "cqt") -> np.ndarray:
                 third = (3.0 * tuning + 0.5) % 1.0 - 0.5
                 return librosa.feature.chroma_cqt(y=y, sr=LIBROSA_SR, hop_length=LIBROSA_HOP, tuning=third,
                                                   n_octaves=7, bins_per_octave=36, norm=None)
-            return librosa.feature.chroma_stft(S=spec**2, sr=LIBROSA_SR, n_fft=8192, norm=None, tuning=tuning)
+            return librosa.feature.chroma_stft(S=power, sr=LIBROSA_SR, n_fft=8192, norm=None, tuning=tuning)
 
     return frontend.cached(("librosa", "chroma", kind, LIBROSA_SR, LIBROSA_HOP), compute)
