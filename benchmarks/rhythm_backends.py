@@ -11,8 +11,8 @@ example the one ``benchmarks/accuracy.py`` renders; downbeats and meter are
 then not scored, its truth has no bars). ``--levels`` also prints, per track,
 the evidence the ``ensemble`` backend weighs when it chooses the metrical
 level of madmom's tracked beats (:func:`~mirflow.extractors.rhythm.decide_three_two`,
-then :func:`~mirflow.extractors.rhythm.decide_octave`): the figures its
-thresholds were set from.
+then :func:`~mirflow.extractors._octave.decide_octave`, whose model
+``benchmarks/fit_octave.py`` fits): the figures the 3:2 thresholds were set from.
 
 Usage::
 

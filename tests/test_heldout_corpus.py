@@ -69,12 +69,15 @@ def test_plan_refuses_an_excluded_seed_and_keeps_its_draws_without_exclusions():
 
 @pytest.mark.slow
 def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldout_corpus():
-    """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 4 × seed 2): disjoint sets.
+    """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 12 × seed 2, fresh 20 × seed 3):
+    disjoint sets.
 
     ``benchmarks/accuracy.py`` also checks the rendered corpora on every run.
     """
     from mirflow.synth.corpus import find_chorales
     from mirflow.synth.scores import (
+        FRESH_PER_STRATUM,
+        FRESH_SEED,
         HELDOUT_PER_STRATUM,
         HELDOUT_SEED,
         HELDOUT_STRATA,
@@ -103,3 +106,13 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
     assert not {t.seed for t in heldout} & {t.seed for t in varied}
     swing_specs = [t.args["spec"] for t in heldout + varied if t.kind == "swing"]
     assert len({s.seed for s in swing_specs}) == len(swing_specs)
+    # the fresh held-out corpus (rendered after the fits) keeps clear of the whole tuning corpus
+    vpieces, vseeds = varied_tuning_exclusions(varied)
+    fresh = plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=FRESH_SEED, exclude_chorales=tuning_chorales,
+                                exclude_pieces=vpieces, exclude_seeds=vseeds)
+    assert FRESH_SEED not in (VARIED_SEED, HELDOUT_SEED, 0)
+    fresh_pieces = {t.piece for t in fresh if t.piece}
+    assert len(fresh_pieces) >= 40 and not fresh_pieces & (varied_pieces | set(tuning_chorales))
+    assert not {t.seed for t in fresh} & {t.seed for t in varied}
+    fresh_swing = {t.args["spec"].seed for t in fresh if t.kind == "swing"}
+    assert len(fresh_swing) == FRESH_PER_STRATUM and not fresh_swing & {s.seed for s in swing_specs}

@@ -11,12 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirflow.extractors.rhythm import (
-    MADMOM_DISAGREES,
-    RhythmExtractor,
-    decide_octave,
+from mirflow.extractors._octave import (
+    FACTORS,
+    FEATURES,
+    OctaveModel,
     floored_ratio,
+    load_octave_model,
 )
+from mirflow.extractors.rhythm import RhythmExtractor, decide_octave
 from mirflow.frontend import Frontend
 
 pytestmark = pytest.mark.slow
@@ -131,29 +133,79 @@ def test_floored_ratio_ignores_a_noise_floor():
     assert (mids + 0.5).mean() / (ons + 0.5).mean() > clean + 0.2
 
 
-def test_madmom_disagreement_lowers_confidence_without_switching():
+def test_madmom_estimate_at_the_other_octave_lowers_confidence_without_switching():
+    """madmom's tempo histogram is one vote: at half the tracked tempo it makes the kept level
+    less likely, not a switch, when the beat evidence is that of a clear tracked level."""
     beats, positions, act = _tracked()
     agree = decide_octave(act, beats, positions, 4, 120.0, 55.0, 215.0,
                           madmom_tempi=np.array([[120.0, 0.4], [60.0, 0.2]]))
     disagree = decide_octave(act, beats, positions, 4, 120.0, 55.0, 215.0,
                              madmom_tempi=np.array([[60.0, 0.4], [120.0, 0.2]]))
-    assert agree.factor == disagree.factor == 1.0
-    assert disagree.p_chosen == pytest.approx(agree.p_chosen * MADMOM_DISAGREES)
-    assert "madmom" in disagree.reason
+    assert agree.factor == 1.0
+    assert disagree.p_chosen < agree.p_chosen
+    assert disagree.alt_factor == 0.5 and disagree.p_alt > agree.p_alt
 
 
-def test_weak_alternate_beats_need_more_when_madmom_keeps_the_level():
-    """Eighth-note tracking of a slow piece is halved; against madmom's estimate the bar is higher."""
+def _model(p_half: float, p_double: float = 0.0, switch_p: float = 0.6) -> OctaveModel:
+    """A model that ignores the evidence: the levels' probabilities are its intercepts."""
+    k = len(FEATURES)
+    p = np.array([p_half, 1.0 - p_half - p_double, p_double]) + 1e-12
+    return OctaveModel(features=FEATURES, mean=np.zeros(k), scale=np.ones(k), coef=np.zeros((len(FACTORS), k)),
+                       intercept=np.log(p), switch_p=switch_p, provenance={})
+
+
+def test_switches_only_at_switch_p_and_inside_the_tempo_range():
     beats, positions, act = _tracked()
-    frames = np.round(beats * 100).astype(int)
-    eighths = act.copy()
-    eighths[frames[1::2], 0] = 0.05
-    eighths[frames[positions == 3], 1] = 0.0
-    assert decide_octave(eighths, beats, positions, 4, 120.0, 55.0, 215.0).factor == 0.5
-    # borderline alternation (p between SWITCH_P and SWITCH_P_AGAINST_MADMOM) with madmom at 120:
-    borderline = act.copy()
-    borderline[frames[1::2], 0] = 0.8 * 0.31  # alternation just above HALVE_ALTERNATION
-    borderline[frames[positions == 3], 1] = 0.0
-    kept = decide_octave(borderline, beats, positions, 4, 120.0, 55.0, 215.0,
-                         madmom_tempi=np.array([[120.0, 0.4], [60.0, 0.1]]))
-    assert kept.factor == 1.0 and kept.p_chosen < 0.7
+
+    def decide(model: OctaveModel, min_bpm: float = 55.0, max_bpm: float = 250.0):
+        return decide_octave(act, beats, positions, 4, 120.0, min_bpm, max_bpm, model=model)
+
+    unsure = decide(_model(p_half=0.35))
+    assert unsure.factor == 1.0 and unsure.alt_factor == 0.5 and unsure.p_alt == pytest.approx(0.35)
+    switched = decide(_model(p_half=0.64))
+    assert switched.factor == 0.5 and switched.alt_factor == 2.0 and switched.p_chosen == pytest.approx(0.64)
+    # 60 BPM is below the allowed range: the tracked level stays, and takes the half level's share
+    assert decide(_model(p_half=0.64), min_bpm=70.0).factor == 1.0
+    # ambiguous: better than even odds for the half level but below switch_p: reported, not acted on
+    kept = decide(_model(p_half=0.64, switch_p=0.7))
+    assert kept.factor == 1.0 and kept.p_chosen < 0.5 and kept.alt_factor == 0.5
+    doubled = decide(_model(p_half=0.05, p_double=0.8))
+    assert doubled.factor == 2.0 and doubled.alt_factor == 0.5 and doubled.p_alt == pytest.approx(0.15)
+    # 240 BPM is above the allowed range
+    assert decide(_model(p_half=0.05, p_double=0.8), max_bpm=215.0).factor == 1.0
+
+
+def test_shipped_octave_model_is_fitted_on_tuning_tracks_only():
+    model = load_octave_model()
+    assert model.features == FEATURES and 0.5 <= model.switch_p < 1.0
+    prov = model.provenance
+    assert "held-out corpora not used" in prov["fitted_on"] and "heldout" not in prov["fitted_on"]
+    assert prov["tracks"] >= 100 and all(int(n) >= 5 for n in prov["tracks_per_level"].values())
+    # the fit beat keeping every tracked level out of fold, or it would not have been shipped
+    assert max(prov["cv_right_levels"].values()) > int(prov["tracks_per_level"]["1.0"])
+
+
+def test_fit_octave_model_round_trips_through_json_and_learns_a_clear_cue(tmp_path):
+    """fit_octave_model + write_octave_model + load_octave_model on evidence where one cue decides."""
+    from mirflow.extractors._octave import fit_octave_model, write_octave_model
+
+    rng = np.random.default_rng(0)
+    evidence, labels = [], []
+    for level in [0.5] * 15 + [1.0] * 40 + [2.0] * 15:
+        ev = {f: float(rng.normal()) for f in FEATURES}
+        # the half level shows a weak alternate beat, the double level strong off-beat onsets
+        ev["alternation"] = float(rng.uniform(0.0, 0.3) if level == 0.5 else rng.uniform(0.7, 1.0))
+        ev["onset_ratio"] = float(rng.uniform(1.0, 2.0) if level == 2.0 else rng.uniform(0.0, 0.5))
+        evidence.append(ev)
+        labels.append(level)
+    data = fit_octave_model(evidence, labels, corpus="synthetic test evidence", repeats=2)
+    assert data["provenance"]["tracks"] == 70 and data["switch_p"] in (0.5, 0.6, 0.7)
+    assert max(data["provenance"]["cv_right_levels"].values()) >= 65  # out of fold, on a separable cue
+    path = write_octave_model(data, tmp_path / "octave_model.json")
+    model = load_octave_model(str(path))
+    half = {**{f: 0.0 for f in FEATURES}, "alternation": 0.1, "onset_ratio": 0.2}
+    double = {**half, "alternation": 0.9, "onset_ratio": 1.8}
+    kept = {**half, "alternation": 0.9}
+    assert [int(np.argmax(model.probabilities(e))) for e in (half, kept, double)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="two tuning tracks"):
+        fit_octave_model(evidence[:20], [1.0] * 19 + [0.5], corpus="too few")

@@ -255,8 +255,9 @@ class KeyExtractor(Extractor):
     name = "key"
     # 3: key confidences through the maps refitted on the varied tuning corpus (calibration.json;
     # the ensemble keeps its raw probability, which cross-validation preferred); 4: the CQT chroma
-    # tuned by the STFT chroma's tuning estimate (one estimate instead of two)
-    version = "4"
+    # tuned by the STFT chroma's tuning estimate (one estimate instead of two); 5: the essentia and
+    # librosa backends' confidence maps refitted on the 84-track varied tuning corpus
+    version = "5"
     Params = KeyParams
     columns = ("key", "key_tonic", "key_mode", "key_jams", "key_camelot", "key_openkey",
                "key_confidence", "key_alt", "key_alt_confidence")

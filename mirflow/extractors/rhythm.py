@@ -25,16 +25,21 @@ quarter note in 2/4, 3/4 and 4/4, the half note in 2/2, the dotted quarter in
 within 4 % of the notated beat, calibrated on the tuning corpus
 (:mod:`mirflow.extractors.calibration`).
 
-The ensemble's octave decision is never made against its evidence alone:
-madmom's own tempo estimate (its comb-filter tempo histogram of the same
-activation, :func:`madmom_tempo_estimate`) also votes; a switch it does not
-support needs stronger evidence (:data:`SWITCH_P_AGAINST_MADMOM`), evidence
-short of a switch lowers the confidence instead of moving the tempo
-(:data:`SWITCH_P`, :data:`MADMOM_DISAGREES`, :data:`MADMOM_UNRELATED`), and
-the off-beat onset evidence is measured above the envelope's floor
-(:func:`floored_ratio`) so that noise and MP3 smear do not read as beats
-between the tracked ones (issue 9: slow Bach chorales with noise or through
-64 kb/s MP3 were reported at twice the notated tempo with high confidence).
+The ensemble's octave decision (:func:`~mirflow.extractors._octave.decide_octave`)
+weighs the evidence at the tracked level with a multinomial logistic
+regression fitted on the tuning corpus only (``octave_model.json``,
+``benchmarks/fit_octave.py``): beat and downbeat activation on alternate
+beats, onsets and harmonic change half-way between beats (the off-beat onsets
+measured above the envelope's floor, :func:`~mirflow.extractors._octave.floored_ratio`, so that noise and
+MP3 smear do not read as beats), madmom's own tempo estimate (its comb-filter
+tempo histogram of the same activation, :func:`madmom_tempo_estimate`) at the
+three levels, and the tempo as a prior. It switches only when another level
+is at least the model's ``switch_p`` likely; short of that the tracked level
+is kept with the probability the model gives it, so ambiguous evidence shows
+in the confidence instead of moving the tempo (issue 9: slow Bach chorales
+with noise or through 64 kb/s MP3 were reported at twice the notated tempo
+with high confidence). A tempo madmom's estimate puts in no octave relation
+at all is reported with less confidence (:data:`MADMOM_UNRELATED`).
 
 One RNN pass per track gives both beat and downbeat activations; they are
 cached on the :class:`~mirflow.frontend.Frontend` so that the ensemble and a
@@ -58,7 +63,8 @@ the envelope alone is as flat on legato organ as on noise.
 The tempo octave, the meter override and the thresholds were measured on
 tracks from :mod:`mirflow.synth` and on Bach chorales (the constants below
 say what was measured); ``benchmarks/rhythm_backends.py --levels`` prints the
-evidence per track. On 80 held-out
+evidence per track. With the rule-based octave decision of rhythm versions
+before 7 (``docs/accuracy.md`` has the current figures), on 80 held-out
 20-s generated tracks (60-200 BPM, 3/4 and 4/4, drums on and off, a fifth
 with noise or MP3) the backends scored (tempo Accuracy1 / Accuracy2, beat
 F-measure, downbeat F-measure, seconds per track on one busy core):
@@ -85,6 +91,7 @@ import numpy as np
 from scipy.special import expit
 
 from mirflow.errors import ParameterError
+from mirflow.extractors._octave import decide_octave, octave_evidence, peak_near
 from mirflow.extractors._rhythm_backends import (
     MADMOM_FPS,
     RhythmTrack,
@@ -154,94 +161,6 @@ class RhythmParams(Params):
         object.__setattr__(self, "beats_per_bar", tuple(sorted(set(self.beats_per_bar))))
 
 
-@dataclass(frozen=True)
-class OctaveDecision:
-    """The metrical level chosen for the tempo and the evidence for the other one.
-
-    Attributes
-    ----------
-    factor : float
-        1.0 (keep the tracked level), 0.5 (halve) or 2.0 (double).
-    p_chosen : float
-        Probability (0-1) that the chosen level is the beat level.
-    alt_factor : float
-        The other level relative to the chosen tempo (0.5 or 2.0).
-    reason : str
-        Short explanation for the logs.
-    """
-
-    factor: float
-    p_chosen: float
-    alt_factor: float
-    reason: str
-
-
-def _peak_near(env: np.ndarray, fps: float, times: np.ndarray, width_s: float = 0.03) -> np.ndarray:
-    idx = np.round(np.asarray(times) * fps).astype(int)
-    k = int(round(width_s * fps))
-    return np.array([env[max(0, i - k): i + k + 1].max() if 0 <= i - k < env.size else 0.0
-                     for i in idx])
-
-
-def floored_ratio(mid_peaks: np.ndarray, beat_peaks: np.ndarray, floor: float) -> float:
-    """Mean onset peak half-way between beats over that on the beats, both above the envelope's floor.
-
-    Noise and an MP3's smeared transients lift every frame of a spectral-flux
-    envelope by about the same amount, which pulled the plain ratio of peaks
-    towards 1 on degraded chorales (0.61-0.80, read as "beats between the
-    tracked beats") while their floor-subtracted ratio stayed at 0.25-0.41,
-    as on clean chorales (measured on the 30 chorales of the tuning corpus,
-    ``find_chorales(30, seed=0)``, a third with 10-25 dB noise, a third
-    through 64 kb/s MP3). On clean generated tracks the floor is near 0 and
-    the ratio is unchanged.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(floored_ratio(np.array([0.6, 0.6]), np.array([1.0, 1.0]), 0.5), 2)
-    0.2
-    """
-    mid = max(float(np.mean(mid_peaks)) - floor, 0.0)
-    on = max(float(np.mean(beat_peaks)) - floor, 0.0)
-    return mid / (on + 1e-9)
-
-
-#: Thresholds of :func:`decide_octave`, measured on 160 tracks of
-#: :mod:`mirflow.synth` (60-200 BPM, 3/4 and 4/4, drums on and off, numpy and
-#: FluidSynth renderers, 20 % degraded; seeds 1-4 of
-#: ``benchmarks/rhythm_backends.py``), where madmom's tracked level was right
-#: on 143, twice the tempo on 4 and half of it on 13:
-#:
-#: * twice too fast (slow pieces with eighth-note subdivisions): alternate-beat
-#:   ratio 0.24-0.28 *and* downbeat activation on tracked beat 3 at most 0.06
-#:   of that on beat 1 (3 of 4). Correct levels with such weak alternate beats
-#:   still had 0.13 or more on beat 3: a real beat 3 is a secondary downbeat,
-#:   an off-beat is not.
-#: * half the tempo (fast pieces): off-beat evidence (beat activation plus
-#:   bass onsets half-way between tracked beats, relative to on them) 0.43-2.3
-#:   in 10 of 13; correct 4/4 levels at most 0.33, correct 3/4 levels at most
-#:   0.57 (a slow waltz with drums), hence the higher bar in 3/4. Bach
-#:   chorales (eighth-note passing tones and walking basses) reach 0.4-1.2 as
-#:   well, so the half-way onsets must also carry on average
-#:   :data:`DOUBLE_ONSET_RATIO` of the tracked beats' onset strength: 0.64-1.32
-#:   in 9 of those 10, at most 0.51 on correct generated tracks and on chorales.
-HALVE_ALTERNATION = 0.30
-HALVE_BEAT3_DOWNBEAT = 0.10
-DOUBLE_OFFBEAT = {4: 0.40, 3: 0.80}
-DOUBLE_ONSET_RATIO = 0.60
-#: Probability of the other octave above which the tempo switches to it. Between
-#: 0.5 and this the tracked level is kept with a confidence below 0.5: ambiguous
-#: evidence is reported, not acted on (issue 9: on degraded slow chorales the old
-#: switch at 0.5 doubled correct tempi).
-SWITCH_P = 0.6
-#: ...and when madmom's tempo estimate supports the tracked level more than the
-#: other one. On the tuning corpus the switches that were right (fast generated
-#: tracks tracked at half tempo) had p 0.93-1.0; the wrong ones on degraded
-#: chorales 0.6-1.0 with the unfloored onset ratio, none above 0.5 with it.
-SWITCH_P_AGAINST_MADMOM = 0.9
-#: Factor on the confidence of a kept level whose other octave madmom's tempo
-#: estimate prefers (the two readings of the same network disagree).
-MADMOM_DISAGREES = 0.7
 #: Factor on the confidence of a tempo that madmom's estimate puts in no octave relation at
 #: all (3:2 and the like). Where that happened on the tuning corpus (3 of 120 tracks) madmom's
 #: estimate was right twice and neither once; on a real game soundtrack (extremetuxracer's
@@ -249,130 +168,6 @@ MADMOM_DISAGREES = 0.7
 MADMOM_UNRELATED = 0.5
 #: Accent-score margin above which the meter estimate overrules the DBN's meter.
 METER_OVERRULE_MARGIN = 0.4
-
-
-def decide_octave(act: np.ndarray, beats: np.ndarray, positions: np.ndarray | None,
-                  meter: int | None, tempo: float, min_bpm: float, max_bpm: float,
-                  low_onsets: np.ndarray | None = None, broad_onsets: np.ndarray | None = None,
-                  onset_fps: float = FEATURE_FPS, madmom_tempi: np.ndarray | None = None) -> OctaveDecision:
-    """Decide whether the tracked beat level is the tempo, half of it or twice it.
-
-    The downbeat tracker's classic errors on material with a clear
-    subdivision are (a) tracking the eighth notes of a slow piece, which
-    shows as every other tracked beat carrying much less beat activation
-    than its neighbours while the tracked "beat 3" (really an off-beat) gets
-    no downbeat activation at all, and (b) tracking every other beat of a
-    fast piece, which shows as beat activation and bass onsets half-way
-    between tracked beats nearly as strong as on them: subdivisions are
-    normally weaker than beats, beats are not.
-
-    Parameters
-    ----------
-    act : ndarray
-        madmom's ``(frames, 2)`` beat and downbeat activations at 100 fps.
-    beats : ndarray
-        Tracked beat times in seconds.
-    positions : ndarray or None
-        Tracked position of each beat in its bar (1 = downbeat).
-    meter : int or None
-        Tracked beats per bar.
-    tempo : float
-        Tempo of the tracked level in BPM.
-    min_bpm, max_bpm : float
-        Allowed tempo range.
-    low_onsets : ndarray, optional
-        Low-frequency (< 200 Hz) onset strength, at ``onset_fps``.
-    broad_onsets : ndarray, optional
-        Onset strength over all bands, at ``onset_fps``. Without it the
-        half-way onsets count as strong enough.
-    onset_fps : float
-        Frame rate of ``low_onsets`` and ``broad_onsets``.
-    madmom_tempi : ndarray, optional
-        madmom's ranked ``(bpm, strength)`` tempi (:func:`madmom_tempo_estimate`).
-        A switch to an octave it supports less than the tracked one needs
-        :data:`SWITCH_P_AGAINST_MADMOM` instead of :data:`SWITCH_P`; where it
-        prefers the other octave and the tracked level is kept, the confidence
-        is multiplied by :data:`MADMOM_DISAGREES`.
-
-    Returns
-    -------
-    OctaveDecision
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> act = np.zeros((1000, 2)); act[::50, 0] = 0.9   # clear beats every 0.5 s
-    >>> beats = np.arange(0, 10, 0.5)
-    >>> decide_octave(act, beats, None, 4, 120.0, 55.0, 215.0).factor
-    1.0
-    """
-    total = act.sum(axis=1)
-    on = _peak_near(total, MADMOM_FPS, beats)
-    strength = float(on.mean()) + 1e-9
-    halves = np.sort([on[0::2].mean(), on[1::2].mean()]) if on.size >= 4 else np.array([1.0, 1.0])
-    alternation = float(halves[0] / (halves[1] + 1e-9))
-    beat3 = 1.0  # no evidence against a real beat 3 unless measured
-    if positions is not None and meter == 4 and np.any(positions == 1) and np.any(positions == 3):
-        down = _peak_near(act[:, 1], MADMOM_FPS, beats)
-        beat3 = float(down[positions == 3].mean() / (down[positions == 1].mean() + 1e-9))
-    mids = (beats[:-1] + beats[1:]) / 2.0
-    offbeat = float(_peak_near(total, MADMOM_FPS, mids).mean() / strength) if mids.size else 0.0
-    if low_onsets is not None and mids.size and low_onsets.size:
-        low_on = float(np.median(_peak_near(low_onsets, onset_fps, beats, 0.035)))
-        low_mid = float(np.median(_peak_near(low_onsets, onset_fps, mids, 0.035)))
-        offbeat += low_mid / (low_on + 1e-9)
-    onset_ratio = 1.0
-    if broad_onsets is not None and mids.size and broad_onsets.size:
-        onset_ratio = floored_ratio(_peak_near(broad_onsets, onset_fps, mids, 0.035),
-                                    _peak_near(broad_onsets, onset_fps, beats, 0.035),
-                                    float(np.median(broad_onsets)))
-    # Probabilities that the tracked level is not twice too fast / too slow:
-    # logistic around the measured thresholds (both conditions of (a) must hold).
-    p_double = float(expit((HALVE_ALTERNATION - alternation) / 0.04)
-                     * expit((HALVE_BEAT3_DOWNBEAT - beat3) / 0.03))
-    threshold = DOUBLE_OFFBEAT.get(meter or 4, DOUBLE_OFFBEAT[4])
-    p_half = float(expit((offbeat - threshold) / (0.15 * threshold))
-                   * expit((onset_ratio - DOUBLE_ONSET_RATIO) / 0.04))
-    # madmom's own tempo estimate (its comb-filter histogram of the same
-    # activation) votes too: a switch it does not support needs clearer evidence.
-    vote_half = _supports(madmom_tempi, tempo / 2.0)
-    vote_double = _supports(madmom_tempi, tempo * 2.0)
-    vote_kept = _supports(madmom_tempi, tempo)
-    halve_needs = SWITCH_P if vote_half >= vote_kept else SWITCH_P_AGAINST_MADMOM
-    double_needs = SWITCH_P if vote_double >= vote_kept else SWITCH_P_AGAINST_MADMOM
-    if tempo / 2.0 >= min_bpm and p_double > halve_needs:
-        return OctaveDecision(0.5, p_double, 2.0,
-                              f"weak alternate beats (ratio {alternation:.2f}) without a beat 3 "
-                              f"({beat3:.2f}): halved")
-    if tempo * 2.0 <= max_bpm and p_half > double_needs:
-        return OctaveDecision(2.0, p_half, 0.5,
-                              f"beats between tracked beats (evidence {offbeat:.2f}, onsets "
-                              f"{onset_ratio:.2f}): doubled")
-    # Keep the tracked level; the alternative is whichever octave has more
-    # support. Evidence short of a switch, or madmom's estimate at the other
-    # octave, lowers the confidence instead of moving the tempo.
-    p_double = p_double if tempo / 2.0 >= min_bpm else 0.0
-    p_half = p_half if tempo * 2.0 <= max_bpm else 0.0
-    if p_double >= p_half:
-        alt, p_alt, vote_alt = 0.5, p_double, vote_half
-    else:
-        alt, p_alt, vote_alt = 2.0, p_half, vote_double
-    p_keep = 1.0 - p_alt
-    reason = "tracked level kept"
-    if vote_alt > vote_kept:
-        # madmom's estimate is the other octave: the two madmom readings disagree
-        p_keep *= MADMOM_DISAGREES
-        reason += f" (madmom's tempo estimate at x{alt:g})"
-    return OctaveDecision(1.0, p_keep, alt, reason)
-
-
-def _supports(tempi: np.ndarray | None, bpm: float) -> float:
-    """Strength madmom's tempo histogram gives ``bpm`` (within 4 %); 0 without an estimate."""
-    if tempi is None or not len(tempi):
-        return 0.0
-    tempi = np.atleast_2d(np.asarray(tempi, dtype=np.float64))
-    near = np.abs(tempi[:, 0] / bpm - 1.0) <= 0.04
-    return float(tempi[near, 1].max()) if near.any() else 0.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -496,7 +291,7 @@ def decide_three_two(act: np.ndarray, beats: np.ndarray, low_onsets: np.ndarray 
     beats = np.asarray(beats, dtype=np.float64)
     n = beats.size
     total = act.sum(axis=1)
-    on = _peak_near(total, MADMOM_FPS, beats)
+    on = peak_near(total, MADMOM_FPS, beats)
     mids = (beats[:-1] + beats[1:]) / 2.0
     envelopes = [(e, w) for e, w in ((low_onsets, 0.035), (broad_onsets, 0.035))
                  if e is not None and e.size]
@@ -509,8 +304,8 @@ def decide_three_two(act: np.ndarray, beats: np.ndarray, low_onsets: np.ndarray 
         weak = float(min(on[drop1].mean(), on[drop2].mean()) / (on[kept].mean() + 1e-9))
         dropped = np.concatenate([drop1, drop2])
         # without onset envelopes the half-way beats count as supported
-        support = max((float(_peak_near(e, onset_fps, mids[between], w).mean()
-                             / (_peak_near(e, onset_fps, beats[dropped], w).mean() + 1e-9))
+        support = max((float(peak_near(e, onset_fps, mids[between], w).mean()
+                             / (peak_near(e, onset_fps, beats[dropped], w).mean() + 1e-9))
                        for e, w in envelopes), default=1.0)
         p_error = float(expit((THREE_TWO_WEAK - weak) / 0.03)
                         * expit((support - THREE_TWO_SUPPORT) / 0.08))
@@ -538,7 +333,7 @@ def three_two_beats(beats: np.ndarray, phase: int) -> np.ndarray:
 
 def _halve_beats(beats: np.ndarray, act: np.ndarray) -> np.ndarray:
     """Every other beat, the phase carrying more beat/downbeat activation."""
-    on = _peak_near(act.sum(axis=1), MADMOM_FPS, beats)
+    on = peak_near(act.sum(axis=1), MADMOM_FPS, beats)
     phase = 0 if on[0::2].mean() >= on[1::2].mean() else 1
     return beats[phase::2]
 
@@ -583,6 +378,20 @@ def _agreeing(tempi_bpm: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return agree[int(np.argmax(agree @ weights))]
 
 
+@dataclass(frozen=True)
+class _TrackedLevel:
+    """The ensemble's beats after the 3:2 check, before the octave decision."""
+
+    beats: np.ndarray
+    positions: np.ndarray | None
+    meter: int | None
+    tempo: float
+    feats: Any
+    madmom_tempi: np.ndarray
+    p_level: float
+    notes: list[str]
+
+
 class RhythmExtractor(Extractor):
     """Global tempo with confidence and alternative octave, beats, downbeats, meter, stability.
 
@@ -602,8 +411,8 @@ class RhythmExtractor(Extractor):
     """
 
     name = "rhythm"
-    # 6: tempo confidences through the maps refitted on the varied tuning corpus (calibration.json)
-    version = "6"
+    # 7: the tempo octave from the fitted octave model (_octave.py, octave_model.json)
+    version = "7"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")
@@ -697,6 +506,41 @@ class RhythmExtractor(Extractor):
             conf, alt, alt_conf = self._octave_confidences(act[:, 0], float(MADMOM_FPS), tempo, clarity)
             return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
                               confidence=conf, alt=alt, alt_confidence=alt_conf, note="madmom")
+        level = self._tracked_level(frontend, act, beats, positions, meter, tempo)
+        beats, positions, meter, tempo, feats = level.beats, level.positions, level.meter, level.tempo, level.feats
+        decision = decide_octave(act, beats, positions, meter, tempo, p.min_bpm, p.max_bpm,
+                                 low_onsets=feats.low, broad_onsets=feats.broad, chroma=feats.chroma,
+                                 onset_fps=feats.fps, madmom_tempi=level.madmom_tempi)
+        log.debug("rhythm ensemble: %s", decision.reason)
+        notes = [*level.notes, decision.reason]
+        if decision.factor == 0.5:
+            beats = _halve_beats(beats, act)
+            meter, positions = self._estimated_meter(feats, beats)
+        elif decision.factor == 2.0:
+            first_down = int(np.argmax(positions == 1)) if positions is not None and np.any(positions == 1) else 0
+            beats = _double_beats(beats)
+            # the tracked bar held two real bars of ``meter`` beats each
+            positions = np.array([((i - 2 * first_down) % meter) + 1 for i in range(beats.size)])
+        else:
+            meter, positions = self._check_meter(feats, beats, meter, positions)
+        tempo = fitted_bpm(beats)
+        alt = tempo * decision.alt_factor
+        p_level = level.p_level
+        madmom_tempi = level.madmom_tempi
+        if len(madmom_tempi) and not any(abs(tempo / (madmom_tempi[0, 0] * f) - 1.0) <= 0.04 for f in (0.5, 1.0, 2.0)):
+            # madmom's own estimate is not this tempo nor an octave of it (a 3:2 or
+            # worse disagreement between the tracker and the estimate): say so
+            p_level *= MADMOM_UNRELATED
+            notes.append(f"madmom's tempo estimate {madmom_tempi[0, 0]:.1f} BPM is no octave of it")
+        return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
+                          confidence=clarity * p_level * decision.p_chosen, alt=alt,
+                          alt_confidence=clarity * p_level * decision.p_alt,
+                          note="ensemble: " + "; ".join(notes))
+
+    def _tracked_level(self, frontend: Any, act: np.ndarray, beats: np.ndarray, positions: np.ndarray | None,
+                       meter: int | None, tempo: float) -> _TrackedLevel:
+        """The tracked beats after the 3:2 check, with what the octave decision weighs."""
+        p: RhythmParams = self.params
         feats = onset_features(frontend)
         # The metrical level: first a 3:2 error (three tracked beats per two
         # real ones), then half/double, each from the beat and onset evidence.
@@ -712,32 +556,23 @@ class RhythmExtractor(Extractor):
             notes.append(f"{three_two.reason}: 3:2 grid")
         log.debug("rhythm ensemble: %s", three_two.reason)
         madmom_tempi = madmom_tempo_estimate(act, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
-        decision = decide_octave(act, beats, positions, meter, tempo, p.min_bpm, p.max_bpm,
-                                 low_onsets=feats.low, broad_onsets=feats.broad, onset_fps=feats.fps,
-                                 madmom_tempi=madmom_tempi)
-        log.debug("rhythm ensemble: %s", decision.reason)
-        notes.append(decision.reason)
-        if decision.factor == 0.5:
-            beats = _halve_beats(beats, act)
-            meter, positions = self._estimated_meter(feats, beats)
-        elif decision.factor == 2.0:
-            first_down = int(np.argmax(positions == 1)) if positions is not None and np.any(positions == 1) else 0
-            beats = _double_beats(beats)
-            # the tracked bar held two real bars of ``meter`` beats each
-            positions = np.array([((i - 2 * first_down) % meter) + 1 for i in range(beats.size)])
-        else:
-            meter, positions = self._check_meter(feats, beats, meter, positions)
-        tempo = fitted_bpm(beats)
-        alt = tempo * decision.alt_factor
-        if len(madmom_tempi) and not any(abs(tempo / (madmom_tempi[0, 0] * f) - 1.0) <= 0.04 for f in (0.5, 1.0, 2.0)):
-            # madmom's own estimate is not this tempo nor an octave of it (a 3:2 or
-            # worse disagreement between the tracker and the estimate): say so
-            p_level *= MADMOM_UNRELATED
-            notes.append(f"madmom's tempo estimate {madmom_tempi[0, 0]:.1f} BPM is no octave of it")
-        return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
-                          confidence=clarity * p_level * decision.p_chosen, alt=alt,
-                          alt_confidence=clarity * p_level * (1.0 - decision.p_chosen),
-                          note="ensemble: " + "; ".join(notes))
+        return _TrackedLevel(beats, positions, meter, tempo, feats, madmom_tempi, p_level, notes)
+
+    def octave_evidence(self, frontend: Any) -> tuple[float, dict[str, float]] | None:
+        """The ensemble's tracked tempo (after the 3:2 check) and its octave evidence, as the
+        decision sees them; None where the ensemble gives no tempo. For fitting the octave model
+        (``benchmarks/fit_octave.py``)."""
+        p: RhythmParams = self.params
+        act = madmom_activations(frontend)
+        track = madmom_track(frontend, beats_per_bar=p.beats_per_bar, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
+        tempo = fitted_bpm(track.beats) if track.beats.size >= 2 else None
+        if tempo is None:
+            return None
+        level = self._tracked_level(frontend, act, track.beats, track.beat_in_bar, track.meter, tempo)
+        feats = level.feats
+        return level.tempo, octave_evidence(act, level.beats, level.positions, level.meter, level.tempo,
+                                            low_onsets=feats.low, broad_onsets=feats.broad, chroma=feats.chroma,
+                                            onset_fps=feats.fps, madmom_tempi=level.madmom_tempi)
 
     def _estimated_meter(self, feats: Any, beats: np.ndarray) -> tuple[int | None, np.ndarray | None]:
         """Meter and bar positions of beats the ensemble moved, from the accent estimate.

@@ -542,11 +542,14 @@ HELDOUT_STRATA: tuple[tuple[str, str, tuple[float, float]], ...] = (
 )
 
 
-#: The benchmark's defaults (``benchmarks/accuracy.py --heldout/--heldout-seed/--varied/--varied-seed``):
-#: held-out corpora of 6 tracks per stratum from seed 1; the varied part of the tuning corpus, 4 per
-#: stratum from seed 2 with the held-out pieces and seeds excluded.
+#: The benchmark's defaults (``benchmarks/accuracy.py --heldout/--heldout-seed/--varied/--varied-seed/
+#: --fresh/--fresh-seed``): held-out corpora of 6 tracks per stratum from seed 1; the varied part of the
+#: tuning corpus, 12 per stratum from seed 2 with the held-out pieces and seeds excluded (4 before the
+#: octave model was fitted on it); a *fresh* held-out corpus of 20 per stratum from seed 3, rendered after
+#: the octave model and calibration were fitted, with the tuning corpus's pieces and seeds excluded.
 HELDOUT_PER_STRATUM, HELDOUT_SEED = 6, 1
-VARIED_PER_STRATUM, VARIED_SEED = 4, 2
+VARIED_PER_STRATUM, VARIED_SEED = 12, 2
+FRESH_PER_STRATUM, FRESH_SEED = 20, 3
 
 
 @dataclass(frozen=True)
