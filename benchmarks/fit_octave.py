@@ -2,9 +2,9 @@
 
 For every track of the given tuning manifests (``truth.jsonl`` of the corpora
 ``benchmarks/accuracy.py`` renders: the generated corpus and the varied tuning
-tracks, **never a held-out corpus**) the ensemble's tracked tempo and octave
-evidence are measured exactly as the extractor measures them
-(:meth:`~mirflow.extractors.rhythm.RhythmExtractor.octave_evidence`); tracks
+tracks, **never a held-out corpus**) the ensemble's tracked tempo, octave
+evidence and confidence factors are measured exactly as the extractor measures
+them (:meth:`~mirflow.extractors.rhythm.RhythmExtractor.octave_sample`); tracks
 whose tracked tempo is an octave of the notated beat (half, same, double,
 within 4 %) are the fitting data, the rest (3:2 errors, tracker failures) are
 counted and left out. :func:`~mirflow.extractors._octave.fit_octave_model`
@@ -12,12 +12,20 @@ chooses the regularisation and the switch threshold by cross-validation within
 those tracks, and the script prints the out-of-fold figures next to the
 baseline of keeping every tracked level.
 
+It also writes ``octave-oof.jsonl`` beside the corpora: per tuning track, the
+raw ``tempo_confidence`` and whether the tempo is right (Accuracy1) when the
+octave is decided by a model fitted *without* that track
+(:func:`~mirflow.extractors._octave.out_of_fold_probabilities`).
+``benchmarks/accuracy.py --fit-calibration`` fits the ensemble's tempo
+calibration on those instead of on the catalog's in-sample confidences: a
+model is surer of the tracks it was fitted on than of new music.
+
 Usage (after ``benchmarks/accuracy.py --out OUT`` has rendered the corpora)::
 
     OMP_NUM_THREADS=1 python benchmarks/fit_octave.py OUT/corpus-n48-seed0/truth.jsonl \\
         OUT/varied-n12-seed2/truth.jsonl --write
 
-The evidence is cached in ``--cache`` (one JSON line per file), so a refit
+The measurements are cached in ``--cache`` (one JSON line per file), so a refit
 after a change to the fitting alone takes seconds.
 """
 
@@ -34,39 +42,85 @@ import sys  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mirflow.extractors._octave import (  # noqa: E402
     FACTORS,
+    OctaveModel,
+    choose_level,
     fit_octave_model,
+    load_octave_model,
     octave_label,
+    out_of_fold_probabilities,
     write_octave_model,
 )
 
+#: Where the tuning tracks' out-of-fold confidences go, relative to the folder holding the corpora.
+OOF_NAME = "octave-oof.jsonl"
+
 
 def measure(path: str) -> dict:
-    """The tracked tempo and octave evidence of one file (in a worker process)."""
+    """The octave sample of one file (in a worker process), as JSON."""
     from mirflow.extractors.rhythm import RhythmExtractor
     from mirflow.frontend import Frontend
 
-    out = RhythmExtractor().octave_evidence(Frontend.from_file(path))
-    if out is None:
+    sample = RhythmExtractor().octave_sample(Frontend.from_file(path))
+    if sample is None:
         return {"path": path, "tempo": None}
-    return {"path": path, "tempo": out[0], "evidence": out[1]}
+    return {"path": path, "tempo": sample.tempo_bpm, "evidence": sample.evidence, "clarity": sample.clarity,
+            "p_level": sample.p_level, "madmom_tempi": np.asarray(sample.madmom_tempi).tolist()}
+
+
+def raw_confidence(row: dict, p: np.ndarray, switch_p: float) -> tuple[float, float]:
+    """The level the ensemble would choose from probabilities ``p``, and its raw tempo confidence
+    (as :meth:`RhythmExtractor._from_madmom` computes it, the tempo of the level standing in for
+    the refitted beats')."""
+    from mirflow.extractors.rhythm import RhythmExtractor, level_probability
+
+    params = RhythmExtractor().params
+    chosen, _, p = choose_level(p, row["tempo"], params.min_bpm, params.max_bpm, switch_p)
+    tempo = row["tempo"] * FACTORS[chosen]
+    p_level = level_probability(row["p_level"], tempo, np.asarray(row["madmom_tempi"]).reshape(-1, 2))
+    return FACTORS[chosen], row["clarity"] * p_level * float(p[chosen])
+
+
+def out_of_fold_confidences(rows: list[dict], truth: dict[str, float], model: OctaveModel,
+                            fit: list[tuple[dict, float]]) -> list[dict]:
+    """Per tuning track: raw tempo confidence and Accuracy1 with an octave model fitted without it.
+
+    Tracks outside the octave fit (no octave of their tracked tempo is right) take the
+    shipped model's probabilities, which were not fitted on them either.
+    """
+    oof = out_of_fold_probabilities([r["evidence"] for r, _ in fit], [lab for _, lab in fit],
+                                    c=float(model.provenance["C"]))
+    p_of = {r["path"]: p for (r, _), p in zip(fit, oof, strict=True)}
+    out = []
+    for r in rows:
+        if r["tempo"] is None:
+            out.append({"path": r["path"], "raw": None, "correct": False})
+            continue
+        p = p_of.get(r["path"])
+        factor, raw = raw_confidence(r, model.probabilities(r["evidence"]) if p is None else p, model.switch_p)
+        out.append({"path": r["path"], "raw": round(raw, 6),
+                    "correct": bool(abs(truth[r["path"]] / (r["tempo"] * factor) - 1.0) <= 0.04)})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("manifests", nargs="+", type=Path, help="truth.jsonl files of the tuning corpus")
-    ap.add_argument("--cache", type=Path, help="evidence cache (default: octave-evidence.jsonl beside the first "
-                                               "manifest's folder)")
+    ap.add_argument("--cache", type=Path, help="measurement cache (default: octave-samples.jsonl beside the "
+                                               "first manifest's folder)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="write mirflow/extractors/octave_model.json")
     args = ap.parse_args(argv)
-    if any("heldout" in m.parent.name for m in args.manifests):
+    if any("heldout" in m.parent.name or "fresh" in m.parent.name for m in args.manifests):
         ap.error("the octave model is fitted on the tuning corpus only, not on a held-out corpus")
-    cache = args.cache or args.manifests[0].parent.parent / "octave-evidence.jsonl"
+    root = args.manifests[0].resolve().parent.parent
+    cache = args.cache or root / "octave-samples.jsonl"
     truth: dict[str, float] = {}
     for manifest in args.manifests:
         for line in manifest.read_text().splitlines():
@@ -77,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         done = {r["path"]: r for r in map(json.loads, cache.read_text().splitlines()) if r["path"] in truth}
     todo = [p for p in truth if p not in done]
     if todo:
-        print(f"measuring the octave evidence of {len(todo)} files", file=sys.stderr)
+        print(f"measuring the octave samples of {len(todo)} files", file=sys.stderr)
         with ProcessPoolExecutor(args.workers) as pool, cache.open("a") as f:
             for i, row in enumerate(pool.map(measure, todo, chunksize=2), 1):
                 done[row["path"]] = row
@@ -92,16 +146,24 @@ def main(argv: list[str] | None = None) -> int:
           f"({', '.join(f'x{f:g} right: {sum(1 for _, lab in fit if lab == f)}' for f in FACTORS)}), "
           f"{len(labelled) - len(fit)} at another ratio, {len(rows) - len(labelled)} without a tempo")
     corpus = ("benchmarks/fit_octave.py on the tuning corpus of benchmarks/accuracy.py: "
-              + " + ".join(f"{m.parent.name} ({sum(1 for p in truth if Path(p).is_relative_to(m.parent))} tracks)"
-                           for m in args.manifests) + "; held-out corpora not used")
-    model = fit_octave_model([r["evidence"] for r, _ in fit], [lab for _, lab in fit], corpus=corpus)
-    prov = model["provenance"]
-    print(f"chosen: {prov['method']}, switch_p {model['switch_p']}")
+              + " + ".join(f"{m.parent.name} ({sum(1 for p in truth if Path(p).is_relative_to(m.parent.resolve()))}"
+                           " tracks)" for m in args.manifests) + "; held-out corpora not used")
+    data = fit_octave_model([r["evidence"] for r, _ in fit], [lab for _, lab in fit], corpus=corpus)
+    prov = data["provenance"]
+    print(f"chosen: {prov['method']}, switch_p {data['switch_p']}")
     print(f"out-of-fold log loss by C: {prov['cv_log_loss']}")
     print(f"out-of-fold right levels by switch_p: {prov['cv_right_levels']} of {len(fit)}; keeping every "
           f"tracked level: {sum(1 for _, lab in fit if lab == 1.0)}")
     if args.write:
-        print(f"wrote {write_octave_model(model)}")
+        print(f"wrote {write_octave_model(data)}")
+    model = load_octave_model() if args.write else OctaveModel(
+        features=tuple(data["features"]), mean=np.asarray(data["mean"]), scale=np.asarray(data["scale"]),
+        coef=np.asarray(data["coef"]), intercept=np.asarray(data["intercept"]), switch_p=data["switch_p"],
+        provenance=prov)
+    oof = out_of_fold_confidences(rows, truth, model, fit)
+    (root / OOF_NAME).write_text("".join(json.dumps(r) + "\n" for r in oof))
+    print(f"tempo Accuracy1 on the {len(oof)} tuning tracks with out-of-fold octave decisions: "
+          f"{np.mean([r['correct'] for r in oof]):.3f}; written with their raw confidences to {root / OOF_NAME}")
     return 0
 
 

@@ -268,9 +268,12 @@ def test_downbeat_features_equal_madmoms_preprocessing(tracks):
     np.testing.assert_allclose(theirs(signal), np.asarray(_madmom_rnn()(ours))[:, 1:], atol=1e-4)
 
 
-def test_octave_evidence_is_what_the_ensemble_decides_on():
-    """``RhythmExtractor.octave_evidence`` (the fitting data) measures the tracked level the extractor keeps."""
-    from mirflow.extractors._octave import FEATURES
+def test_octave_sample_is_what_the_ensemble_decides_on():
+    """``RhythmExtractor.octave_sample`` (the fitting data of benchmarks/fit_octave.py) gives the
+    extractor's own decision and raw confidence when put through the same model."""
+    from mirflow.extractors._octave import FACTORS, FEATURES, choose_level, load_octave_model
+    from mirflow.extractors.calibration import raw_confidences
+    from mirflow.extractors.rhythm import level_probability
 
     sr = 22050
     y = np.zeros(12 * sr, dtype=np.float32)
@@ -278,7 +281,17 @@ def test_octave_evidence_is_what_the_ensemble_decides_on():
         i = int(t * sr)
         y[i:i + 200] = np.hanning(200)
     fe = Frontend.from_array(y, sr)
-    tempo, evidence = RhythmExtractor().octave_evidence(fe)
-    assert tempo == pytest.approx(120.0, rel=0.04)
-    assert tuple(evidence) == FEATURES and all(np.isfinite(v) for v in evidence.values())
-    assert RhythmExtractor().extract(fe).columns["tempo_bpm"] == pytest.approx(tempo, rel=0.04)
+    ex = RhythmExtractor()
+    sample = ex.octave_sample(fe)
+    assert sample.tempo_bpm == pytest.approx(120.0, rel=0.04)
+    assert tuple(sample.evidence) == FEATURES and all(np.isfinite(v) for v in sample.evidence.values())
+    assert 0.0 < sample.clarity <= 1.0 and 0.0 < sample.p_level <= 1.0
+    model = load_octave_model()
+    chosen, _, p = choose_level(model.probabilities(sample.evidence), sample.tempo_bpm, ex.params.min_bpm,
+                                ex.params.max_bpm, model.switch_p)
+    with raw_confidences():
+        cols = ex.extract(fe).columns
+    tempo = sample.tempo_bpm * FACTORS[chosen]
+    assert cols["tempo_bpm"] == pytest.approx(tempo, rel=0.01)
+    expected = sample.clarity * level_probability(sample.p_level, tempo, sample.madmom_tempi) * p[chosen]
+    assert cols["tempo_confidence"] == pytest.approx(expected, rel=1e-6)

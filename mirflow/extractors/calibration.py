@@ -18,6 +18,12 @@ targets), isotonic regression on a few equal-count bins, or full isotonic
 regression (scikit-learn). On a few dozen tracks full isotonic regression
 fits the sample's noise; the smoother families usually win.
 
+The rhythm ensemble's tempo confidence depends on its octave model, itself
+fitted on the tuning corpus; its map is fitted on each tuning track's
+confidence and tempo from an octave model fitted *without* that track
+(``benchmarks/fit_octave.py`` writes them), since the in-sample ones are too
+sure of themselves.
+
 A pair without a stored map keeps its raw confidence. The file records the
 corpus, seeds, sizes, method, cross-validation scores and date of the fit;
 :func:`fit_calibration` and ``benchmarks/accuracy.py --fit-calibration`` make

@@ -378,6 +378,37 @@ def _agreeing(tempi_bpm: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return agree[int(np.argmax(agree @ weights))]
 
 
+def pulse_clarity(strength: float) -> float:
+    """Rhythm strength 0-1: a periodicity strength rescaled from the noise level (~0.1) to clear music (~0.9)."""
+    return float(np.clip((strength - 0.1) / 0.8, 0.0, 1.0))
+
+
+def level_probability(p_level: float, tempo_bpm: float, madmom_tempi: np.ndarray) -> float:
+    """The 3:2 check's probability for the level, times :data:`MADMOM_UNRELATED` when madmom's
+    own tempo estimate is neither ``tempo_bpm`` nor an octave of it (a 3:2 or worse disagreement
+    between the tracker and the estimate)."""
+    if len(madmom_tempi) and not any(abs(tempo_bpm / (madmom_tempi[0, 0] * f) - 1.0) <= 0.04
+                                     for f in (0.5, 1.0, 2.0)):
+        return p_level * MADMOM_UNRELATED
+    return p_level
+
+
+@dataclass(frozen=True)
+class OctaveSample:
+    """One track's input to the ensemble's octave decision and tempo confidence.
+
+    The raw ``tempo_confidence`` of the level ``f`` (of :data:`~mirflow.extractors._octave.FACTORS`)
+    is ``clarity * level_probability(p_level, tempo_bpm * f, madmom_tempi) * P(f)``, ``P`` the
+    octave model's probability of the level chosen.
+    """
+
+    tempo_bpm: float
+    evidence: dict[str, float]
+    clarity: float
+    p_level: float
+    madmom_tempi: np.ndarray
+
+
 @dataclass(frozen=True)
 class _TrackedLevel:
     """The ensemble's beats after the 3:2 check, before the octave decision."""
@@ -495,9 +526,7 @@ class RhythmExtractor(Extractor):
         track = madmom_track(frontend, beats_per_bar=p.beats_per_bar, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
         if track.beats.size < 2 or track.tempo_bpm is None:
             return self._none("madmom tracked fewer than two beats: no tempo", "fewer than two beats")
-        # Rhythm strength 0-1: how periodic the activation is, rescaled from
-        # the noise level (~0.1) to clear music (~0.9).
-        clarity = float(np.clip((strength - 0.1) / 0.8, 0.0, 1.0))
+        clarity = pulse_clarity(strength)
         beats, positions, meter = track.beats, track.beat_in_bar, track.meter
         tempo = fitted_bpm(beats)
         if tempo is None:
@@ -525,13 +554,9 @@ class RhythmExtractor(Extractor):
             meter, positions = self._check_meter(feats, beats, meter, positions)
         tempo = fitted_bpm(beats)
         alt = tempo * decision.alt_factor
-        p_level = level.p_level
-        madmom_tempi = level.madmom_tempi
-        if len(madmom_tempi) and not any(abs(tempo / (madmom_tempi[0, 0] * f) - 1.0) <= 0.04 for f in (0.5, 1.0, 2.0)):
-            # madmom's own estimate is not this tempo nor an octave of it (a 3:2 or
-            # worse disagreement between the tracker and the estimate): say so
-            p_level *= MADMOM_UNRELATED
-            notes.append(f"madmom's tempo estimate {madmom_tempi[0, 0]:.1f} BPM is no octave of it")
+        p_level = level_probability(level.p_level, tempo, level.madmom_tempi)
+        if p_level < level.p_level:
+            notes.append(f"madmom's tempo estimate {level.madmom_tempi[0, 0]:.1f} BPM is no octave of it")
         return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
                           confidence=clarity * p_level * decision.p_chosen, alt=alt,
                           alt_confidence=clarity * p_level * decision.p_alt,
@@ -558,10 +583,9 @@ class RhythmExtractor(Extractor):
         madmom_tempi = madmom_tempo_estimate(act, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
         return _TrackedLevel(beats, positions, meter, tempo, feats, madmom_tempi, p_level, notes)
 
-    def octave_evidence(self, frontend: Any) -> tuple[float, dict[str, float]] | None:
-        """The ensemble's tracked tempo (after the 3:2 check) and its octave evidence, as the
-        decision sees them; None where the ensemble gives no tempo. For fitting the octave model
-        (``benchmarks/fit_octave.py``)."""
+    def octave_sample(self, frontend: Any) -> OctaveSample | None:
+        """What the ensemble's octave decision and confidence start from, for fitting them
+        (``benchmarks/fit_octave.py``); None where the madmom tracker gives no tempo."""
         p: RhythmParams = self.params
         act = madmom_activations(frontend)
         track = madmom_track(frontend, beats_per_bar=p.beats_per_bar, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
@@ -570,9 +594,12 @@ class RhythmExtractor(Extractor):
             return None
         level = self._tracked_level(frontend, act, track.beats, track.beat_in_bar, track.meter, tempo)
         feats = level.feats
-        return level.tempo, octave_evidence(act, level.beats, level.positions, level.meter, level.tempo,
-                                            low_onsets=feats.low, broad_onsets=feats.broad, chroma=feats.chroma,
-                                            onset_fps=feats.fps, madmom_tempi=level.madmom_tempi)
+        evidence = octave_evidence(act, level.beats, level.positions, level.meter, level.tempo,
+                                   low_onsets=feats.low, broad_onsets=feats.broad, chroma=feats.chroma,
+                                   onset_fps=feats.fps, madmom_tempi=level.madmom_tempi)
+        strength = periodicity_strength(act[:, 0], float(MADMOM_FPS), p.min_bpm, p.max_bpm)
+        return OctaveSample(tempo_bpm=level.tempo, evidence=evidence, clarity=pulse_clarity(strength),
+                            p_level=level.p_level, madmom_tempi=level.madmom_tempi)
 
     def _estimated_meter(self, feats: Any, beats: np.ndarray) -> tuple[int | None, np.ndarray | None]:
         """Meter and bar positions of beats the ensemble moved, from the accent estimate.
@@ -627,7 +654,7 @@ class RhythmExtractor(Extractor):
             track = librosa_track(frontend, min_bpm=p.min_bpm, max_bpm=p.max_bpm, octave_check=p.octave_check)
         if track.tempo_bpm is None or track.beats.size < 2:
             return self._none(f"{backend} found no beats: no tempo", "fewer than two beats")
-        clarity = float(np.clip((strength - 0.1) / 0.8, 0.0, 1.0))
+        clarity = pulse_clarity(strength)
         est = estimate_meter(feats, track.beats, p.beats_per_bar)
         meter = est.meter if est is not None else None
         positions = est.beat_in_bar(track.beats.size) if est is not None else None
