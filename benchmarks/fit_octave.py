@@ -47,19 +47,23 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mirflow.evaluate import tempo_accuracy  # noqa: E402
 from mirflow.extractors._octave import (  # noqa: E402
     FACTORS,
     OctaveModel,
     choose_level,
     fit_octave_model,
-    load_octave_model,
-    octave_label,
     out_of_fold_probabilities,
     write_octave_model,
 )
 
 #: Where the tuning tracks' out-of-fold confidences go, relative to the folder holding the corpora.
 OOF_NAME = "octave-oof.jsonl"
+
+
+def octave_label(truth_bpm: float, tracked_bpm: float) -> float | None:
+    """The level of :data:`FACTORS` whose tempo is right (Accuracy1), else None (3:2 and worse)."""
+    return next((f for f in FACTORS if tempo_accuracy(truth_bpm, tracked_bpm * f)[0]), None)
 
 
 def measure(path: str) -> dict:
@@ -105,7 +109,7 @@ def out_of_fold_confidences(rows: list[dict], truth: dict[str, float], model: Oc
         p = p_of.get(r["path"])
         factor, raw = raw_confidence(r, model.probabilities(r["evidence"]) if p is None else p, model.switch_p)
         out.append({"path": r["path"], "raw": round(raw, 6),
-                    "correct": bool(abs(truth[r["path"]] / (r["tempo"] * factor) - 1.0) <= 0.04)})
+                    "correct": octave_label(truth[r["path"]], r["tempo"]) == factor})
     return out
 
 
@@ -156,11 +160,7 @@ def main(argv: list[str] | None = None) -> int:
           f"tracked level: {sum(1 for _, lab in fit if lab == 1.0)}")
     if args.write:
         print(f"wrote {write_octave_model(data)}")
-    model = load_octave_model() if args.write else OctaveModel(
-        features=tuple(data["features"]), mean=np.asarray(data["mean"]), scale=np.asarray(data["scale"]),
-        coef=np.asarray(data["coef"]), intercept=np.asarray(data["intercept"]), switch_p=data["switch_p"],
-        provenance=prov)
-    oof = out_of_fold_confidences(rows, truth, model, fit)
+    oof = out_of_fold_confidences(rows, truth, OctaveModel.from_dict(data), fit)
     (root / OOF_NAME).write_text("".join(json.dumps(r) + "\n" for r in oof))
     print(f"tempo Accuracy1 on the {len(oof)} tuning tracks with out-of-fold octave decisions: "
           f"{np.mean([r['correct'] for r in oof]):.3f}; written with their raw confidences to {root / OOF_NAME}")

@@ -253,6 +253,27 @@ class OctaveModel:
     switch_p: float
     provenance: dict[str, Any]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "octave model") -> OctaveModel:
+        """The model of an ``octave_model.json`` content (:func:`fit_octave_model`'s result).
+
+        Raises
+        ------
+        ValueError
+            If its features are not :data:`FEATURES` or its shapes do not match.
+        """
+        model = cls(features=tuple(data["features"]), mean=np.asarray(data["mean"], dtype=np.float64),
+                    scale=np.asarray(data["scale"], dtype=np.float64),
+                    coef=np.asarray(data["coef"], dtype=np.float64),
+                    intercept=np.asarray(data["intercept"], dtype=np.float64),
+                    switch_p=float(data["switch_p"]), provenance=data.get("provenance", {}))
+        k = len(FEATURES)
+        if (model.features != FEATURES or tuple(data["factors"]) != FACTORS or model.coef.shape != (len(FACTORS), k)
+                or model.mean.shape != (k,) or model.scale.shape != (k,)
+                or model.intercept.shape != (len(FACTORS),)):
+            raise ValueError(f"{where}: not an octave model for features {FEATURES} and levels {FACTORS}")
+        return model
+
     def probabilities(self, evidence: dict[str, float]) -> np.ndarray:
         """Probabilities of :data:`FACTORS` given the evidence."""
         x = (np.array([evidence[f] for f in self.features]) - self.mean) / self.scale
@@ -270,17 +291,7 @@ def load_octave_model(path: str = str(OCTAVE_MODEL_FILE)) -> OctaveModel:
     ValueError
         If its features are not :data:`FEATURES` or its shapes do not match.
     """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    model = OctaveModel(features=tuple(data["features"]), mean=np.asarray(data["mean"], dtype=np.float64),
-                        scale=np.asarray(data["scale"], dtype=np.float64),
-                        coef=np.asarray(data["coef"], dtype=np.float64),
-                        intercept=np.asarray(data["intercept"], dtype=np.float64),
-                        switch_p=float(data["switch_p"]), provenance=data.get("provenance", {}))
-    k = len(FEATURES)
-    if (model.features != FEATURES or tuple(data["factors"]) != FACTORS or model.coef.shape != (len(FACTORS), k)
-            or model.mean.shape != (k,) or model.scale.shape != (k,) or model.intercept.shape != (len(FACTORS),)):
-        raise ValueError(f"{path}: not an octave model for features {FEATURES} and levels {FACTORS}")
-    return model
+    return OctaveModel.from_dict(json.loads(Path(path).read_text(encoding="utf-8")), where=path)
 
 
 def choose_level(p: np.ndarray, tempo: float, min_bpm: float, max_bpm: float,
@@ -360,14 +371,6 @@ def decide_octave(act: np.ndarray, beats: np.ndarray, positions: np.ndarray | No
     return OctaveDecision(FACTORS[chosen], float(p[chosen]), FACTORS[alt] / FACTORS[chosen], float(p[alt]), reason)
 
 
-def octave_label(truth_bpm: float, tracked_bpm: float, tolerance: float = 0.04) -> float | None:
-    """The level of :data:`FACTORS` whose tempo is within ``tolerance`` of the truth, else None (3:2 and worse)."""
-    for f in FACTORS:
-        if abs(truth_bpm / (tracked_bpm * f) - 1.0) <= tolerance:
-            return f
-    return None
-
-
 def _logistic(c: float) -> Any:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -432,7 +435,7 @@ def fit_octave_model(evidence: Sequence[dict[str, float]], labels: Sequence[floa
     evidence : sequence of dict
         :func:`octave_evidence` of each tuning track.
     labels : sequence of float
-        The right level of each (:func:`octave_label`; tracks without one left out by the caller).
+        The right level of each (tracks without one left out by the caller).
     corpus : str
         What the tracks are, recorded in the file.
 
@@ -445,12 +448,9 @@ def fit_octave_model(evidence: Sequence[dict[str, float]], labels: Sequence[floa
 
     x, y, k = _fitting_data(evidence, labels, folds)
     runs = {c: _out_of_fold(x, y, c, k, repeats, seed) for c in cs}
-    kept = FACTORS.index(1.0)
 
-    def right(oof: np.ndarray, switch_p: float) -> int:
-        best = oof.argmax(axis=1)
-        chosen = np.where((best == kept) | (oof.max(axis=1) >= switch_p), best, kept)
-        return int((chosen == y).sum())
+    def right(oof: np.ndarray, switch_p: float) -> int:  # every level allowed: no tempo range here
+        return sum(choose_level(p, 1.0, 0.0, np.inf, switch_p)[0] == label for p, label in zip(oof, y, strict=True))
 
     losses = {c: float(np.mean([log_loss(y, oof, labels=range(len(FACTORS))) for oof in r])) for c, r in runs.items()}
     c_best = min(cs, key=lambda c: (losses[c], -c))
