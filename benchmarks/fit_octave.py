@@ -5,9 +5,9 @@ For every track of the given tuning manifests (``truth.jsonl`` of the corpora
 tracks, **never a held-out corpus**) the ensemble's tracked tempo, octave
 evidence and confidence factors are measured exactly as the extractor measures
 them (:meth:`~mirflow.extractors.rhythm.RhythmExtractor.octave_sample`); tracks
-whose tracked tempo is an octave of the notated beat (half, same, double,
-within 4 %) are the fitting data, the rest (3:2 errors, tracker failures) are
-counted and left out. :func:`~mirflow.extractors._octave.fit_octave_model`
+whose tracked tempo is a level of the model (half, two thirds, same or double
+the notated beat, within 4 %) are the fitting data, the rest (tracker failures,
+3 times the beat) are counted and left out. :func:`~mirflow.extractors._octave.fit_octave_model`
 chooses the regularisation and the switch threshold by cross-validation within
 those tracks, and the script prints the out-of-fold figures next to the
 baseline of keeping every tracked level.
@@ -23,7 +23,7 @@ model is surer of the tracks it was fitted on than of new music.
 Usage (after ``benchmarks/accuracy.py --out OUT`` has rendered the corpora)::
 
     OMP_NUM_THREADS=1 python benchmarks/fit_octave.py OUT/corpus-n48-seed0/truth.jsonl \\
-        OUT/varied-n12-seed2/truth.jsonl --write
+        OUT/varied-n12-seed2/truth.jsonl OUT/varied-jigs-n24-seed5/truth.jsonl --write
 
 The measurements are cached in ``--cache`` (one JSON line per file), so a refit
 after a change to the fitting alone takes seconds.
@@ -50,10 +50,12 @@ sys.path.insert(0, str(REPO))
 from mirflow.evaluate import tempo_accuracy  # noqa: E402
 from mirflow.extractors._octave import (  # noqa: E402
     FACTORS,
+    FEATURES,
     OctaveModel,
     choose_level,
     fit_octave_model,
     out_of_fold_probabilities,
+    three_two_floor,
     write_octave_model,
 )
 
@@ -62,7 +64,7 @@ OOF_NAME = "octave-oof.jsonl"
 
 
 def octave_label(truth_bpm: float, tracked_bpm: float) -> float | None:
-    """The level of :data:`FACTORS` whose tempo is right (Accuracy1), else None (3:2 and worse)."""
+    """The level of :data:`FACTORS` whose tempo is right (Accuracy1), else None (any other ratio)."""
     return next((f for f in FACTORS if tempo_accuracy(truth_bpm, tracked_bpm * f)[0]), None)
 
 
@@ -75,7 +77,7 @@ def measure(path: str) -> dict:
     if sample is None:
         return {"path": path, "tempo": None}
     return {"path": path, "tempo": sample.tempo_bpm, "evidence": sample.evidence, "clarity": sample.clarity,
-            "p_level": sample.p_level, "madmom_tempi": np.asarray(sample.madmom_tempi).tolist()}
+            "madmom_tempi": np.asarray(sample.madmom_tempi).tolist()}
 
 
 def raw_confidence(row: dict, p: np.ndarray, switch_p: float) -> tuple[float, float]:
@@ -85,9 +87,10 @@ def raw_confidence(row: dict, p: np.ndarray, switch_p: float) -> tuple[float, fl
     from mirflow.extractors.rhythm import RhythmExtractor, level_probability
 
     params = RhythmExtractor().params
-    chosen, _, p = choose_level(p, row["tempo"], params.min_bpm, params.max_bpm, switch_p)
+    chosen, _, p = choose_level(three_two_floor(p, row["evidence"]), row["tempo"], params.min_bpm, params.max_bpm,
+                                switch_p)
     tempo = row["tempo"] * FACTORS[chosen]
-    p_level = level_probability(row["p_level"], tempo, np.asarray(row["madmom_tempi"]).reshape(-1, 2))
+    p_level = level_probability(tempo, np.asarray(row["madmom_tempi"]).reshape(-1, 2), row["tempo"])
     return FACTORS[chosen], row["clarity"] * p_level * float(p[chosen])
 
 
@@ -132,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             truth[str((manifest.parent / t["path"]).resolve())] = float(t["tempo_bpm"])
     done = {}
     if cache.is_file():
-        done = {r["path"]: r for r in map(json.loads, cache.read_text().splitlines()) if r["path"] in truth}
+        # a sample measured with other evidence (an earlier FEATURES) is measured again
+        done = {r["path"]: r for r in map(json.loads, cache.read_text().splitlines())
+                if r["path"] in truth and (r["tempo"] is None or tuple(r["evidence"]) == FEATURES)}
     todo = [p for p in truth if p not in done]
     if todo:
         print(f"measuring the octave samples of {len(todo)} files", file=sys.stderr)
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     labelled = [(r, octave_label(truth[r["path"]], r["tempo"])) for r in rows if r["tempo"] is not None]
     fit = [(r, lab) for r, lab in labelled if lab is not None]
     print(f"{len(rows)} tuning tracks: {len(fit)} tracked at an octave of the notated beat "
-          f"({', '.join(f'x{f:g} right: {sum(1 for _, lab in fit if lab == f)}' for f in FACTORS)}), "
+          f"({', '.join(f'x{f:.3g} right: {sum(1 for _, lab in fit if lab == f)}' for f in FACTORS)}), "
           f"{len(labelled) - len(fit)} at another ratio, {len(rows) - len(labelled)} without a tempo")
     corpus = ("benchmarks/fit_octave.py on the tuning corpus of benchmarks/accuracy.py: "
               + " + ".join(f"{m.parent.name} ({sum(1 for p in truth if Path(p).is_relative_to(m.parent.resolve()))}"

@@ -10,9 +10,8 @@ beat F-measure, downbeat F-measure, meter accuracy and seconds per track.
 example the one ``benchmarks/accuracy.py`` renders; downbeats and meter are
 then not scored, its truth has no bars). ``--levels`` also prints, per track,
 the evidence the ``ensemble`` backend weighs when it chooses the metrical
-level of madmom's tracked beats (:func:`~mirflow.extractors.rhythm.decide_three_two`,
-then :func:`~mirflow.extractors._octave.decide_octave`, whose model
-``benchmarks/fit_octave.py`` fits): the figures the 3:2 thresholds were set from.
+level of madmom's tracked beats (:func:`~mirflow.extractors._octave.decide_octave`,
+whose model ``benchmarks/fit_octave.py`` fits) and the model's probability of each level.
 
 Usage::
 
@@ -37,9 +36,8 @@ import soundfile as sf
 
 from mirflow.audio import decode
 from mirflow.evaluate import load_truth
-from mirflow.extractors._rhythm_backends import madmom_activations, madmom_track
-from mirflow.extractors._rhythm_features import onset_features
-from mirflow.extractors.rhythm import RhythmExtractor, decide_three_two, fitted_bpm
+from mirflow.extractors._octave import FACTORS, load_octave_model
+from mirflow.extractors.rhythm import RhythmExtractor
 from mirflow.frontend import Frontend
 from mirflow.synth import (
     find_chorales,
@@ -71,18 +69,15 @@ def f_measure(ref: np.ndarray, est: np.ndarray) -> float:
 
 
 def level_evidence(fe: Frontend, ref_bpm: float) -> str:
-    """madmom's tracked level against the truth, and the 3:2 evidence the ensemble weighs."""
-    ex = RhythmExtractor().params
-    act = madmom_activations(fe)
-    track = madmom_track(fe, beats_per_bar=ex.beats_per_bar, min_bpm=ex.min_bpm, max_bpm=ex.max_bpm)
-    tempo = fitted_bpm(track.beats) if track.beats.size >= 2 else None
-    if tempo is None:
+    """madmom's tracked level against the truth, the 3:2 evidence and the level model's probabilities."""
+    sample = RhythmExtractor().octave_sample(fe)
+    if sample is None:
         return "levels: no tracked tempo"
-    feats = onset_features(fe)
-    three_two = decide_three_two(act, track.beats, low_onsets=feats.low, broad_onsets=feats.broad,
-                                 onset_fps=feats.fps)
-    return (f"levels: tracked {tempo / ref_bpm:.3f}x in {track.meter}/4 | 3:2 weakest "
-            f"{three_two.weakest:.2f} support {three_two.support:.2f} p {three_two.p_error:.2f}")
+    ev = sample.evidence
+    p = load_octave_model().probabilities(ev)
+    return (f"levels: tracked {sample.tempo_bpm / ref_bpm:.3f}x | 3:2 weakest {ev['three_two_weak']:.2f} "
+            f"support {ev['three_two_support']:.2f} activation {ev['three_two_activation']:.2f} | "
+            + " ".join(f"p(x{f:.3g}) {q:.2f}" for f, q in zip(FACTORS, p, strict=True)))
 
 
 class _CorpusTruth:

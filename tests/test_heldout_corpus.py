@@ -69,21 +69,26 @@ def test_plan_refuses_an_excluded_seed_and_keeps_its_draws_without_exclusions():
 
 @pytest.mark.slow
 def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldout_corpus():
-    """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 12 × seed 2, fresh 20 × seed 3):
-    disjoint sets.
+    """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 12 × seed 2, tuning jigs
+    24 × seed 5, fresh 20 × seed 4, and stop 19's fresh 20 × seed 3): the tuning corpus and each held-out
+    corpus are disjoint sets.
 
     ``benchmarks/accuracy.py`` also checks the rendered corpora on every run.
     """
     from mirflow.synth.corpus import find_chorales
     from mirflow.synth.scores import (
+        EARLIER_FRESH_SEEDS,
         FRESH_PER_STRATUM,
         FRESH_SEED,
         HELDOUT_PER_STRATUM,
         HELDOUT_SEED,
         HELDOUT_STRATA,
+        TUNING_JIGS,
+        TUNING_JIGS_SEED,
         VARIED_PER_STRATUM,
         VARIED_SEED,
         plan_heldout_corpus,
+        tuning_jig_exclusions,
         varied_tuning_exclusions,
     )
 
@@ -106,13 +111,28 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
     assert not {t.seed for t in heldout} & {t.seed for t in varied}
     swing_specs = [t.args["spec"] for t in heldout + varied if t.kind == "swing"]
     assert len({s.seed for s in swing_specs}) == len(swing_specs)
-    # the fresh held-out corpus (rendered after the fits) keeps clear of the whole tuning corpus
+    # the tuning jigs keep clear of the held-out corpus, the varied tracks and stop 19's fresh corpus
     vpieces, vseeds = varied_tuning_exclusions(varied)
+    jig_pieces, jig_seeds = tuning_jig_exclusions(heldout, varied)
+    jigs = plan_heldout_corpus(n_per_stratum=TUNING_JIGS, seed=TUNING_JIGS_SEED, strata=("jig",),
+                               exclude_pieces=jig_pieces, exclude_seeds=jig_seeds)
+    tuning_pieces = varied_pieces | {t.piece for t in jigs} | set(tuning_chorales)
+    tuning_seeds = vseeds | {t.seed for t in jigs}
+    assert len({t.piece for t in jigs}) == TUNING_JIGS and not {t.piece for t in jigs} & (heldout_pieces | vpieces)
+    # the fresh held-out corpus (rendered after the fits) keeps clear of the whole tuning corpus
+    assert FRESH_SEED not in (VARIED_SEED, HELDOUT_SEED, TUNING_JIGS_SEED, 0, *EARLIER_FRESH_SEEDS)
+    jpieces, jseeds = varied_tuning_exclusions(jigs)
     fresh = plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=FRESH_SEED, exclude_chorales=tuning_chorales,
-                                exclude_pieces=vpieces, exclude_seeds=vseeds)
-    assert FRESH_SEED not in (VARIED_SEED, HELDOUT_SEED, 0)
+                                exclude_pieces=vpieces | jpieces, exclude_seeds=vseeds | jseeds)
     fresh_pieces = {t.piece for t in fresh if t.piece}
-    assert len(fresh_pieces) >= 40 and not fresh_pieces & (varied_pieces | set(tuning_chorales))
-    assert not {t.seed for t in fresh} & {t.seed for t in varied}
+    assert len(fresh_pieces) >= 40 and not fresh_pieces & tuning_pieces
+    assert not {t.seed for t in fresh} & tuning_seeds
     fresh_swing = {t.args["spec"].seed for t in fresh if t.kind == "swing"}
     assert len(fresh_swing) == FRESH_PER_STRATUM and not fresh_swing & {s.seed for s in swing_specs}
+    # stop 19's fresh corpus (seed 3, drawn with the varied tracks excluded, before the tuning jigs
+    # existed) shares no jig with them; its other strata exclude the same tuning music as before (the
+    # varied tracks and the chorales), and a family's pieces are drawn apart from the others' (find_pieces)
+    for seed in EARLIER_FRESH_SEEDS:
+        earlier = plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=seed, strata=("jig",),
+                                      exclude_pieces=vpieces)
+        assert len(earlier) == FRESH_PER_STRATUM and not {t.piece for t in earlier} & tuning_pieces

@@ -209,6 +209,7 @@ def test_report_of_the_analyzed_catalog(downstream_catalog, tmp_path):
     ratio = tracks["tempo_alt_bpm"] / tracks["tempo_bpm"]
     assert relations.get("≈ 2×", 0) == int(((ratio - 2).abs() <= 0.08).sum())
     assert relations.get("≈ ½×", 0) == int(((ratio - 0.5).abs() <= 0.02).sum())
+    assert relations.get("≈ 3/2×", 0) == int(((ratio - 1.5).abs() <= 0.06).sum())
     assert sum(relations.values()) == tracks["tempo_bpm"].notna().sum()
     # Empty values: one row per value, counts as integers.
     empty = {row[0]: row for row in tables_of(text)["empty-values"][1:]}

@@ -15,13 +15,12 @@ import pytest
 
 from mirflow.errors import ParameterError
 from mirflow.extractors import registry
+from mirflow.extractors._octave import ThreeTwoEvidence, three_two_evidence
 from mirflow.extractors._rhythm_backends import _madmom_rnn, downbeat_features, madmom_track
 from mirflow.extractors.rhythm import (
     RhythmExtractor,
     decide_octave,
-    decide_three_two,
     fitted_bpm,
-    three_two_beats,
 )
 from mirflow.frontend import Frontend
 from mirflow.synth import TrackSpec, fluidsynth_available, render_spec, truth_from_spec
@@ -193,7 +192,7 @@ def test_octave_decision_on_constructed_activations():
     assert fitted_bpm(np.arange(30) * 0.5 + 0.25) == pytest.approx(120.0)
 
 
-def test_three_two_decision_on_constructed_activations():
+def test_three_two_evidence_on_constructed_activations():
     real = np.arange(0.6, 14.0, 0.6)          # the beats of a 100 BPM piece
     tracked = np.arange(0.6, 14.0, 0.4)       # a tracker 3:2 too fast (150 BPM)
     act = np.zeros((1500, 2))
@@ -204,23 +203,19 @@ def test_three_two_decision_on_constructed_activations():
     # the RNN sees the real beats and, weaker, the tracked beats half-way between two of them
     act[np.round(real * 100).astype(int), 0] = 0.8
     act[np.round(tracked[1::3] * 100).astype(int), 0] = 0.4
-    decision = decide_three_two(act, tracked, broad_onsets=onsets, onset_fps=100.0)
-    assert decision.correct and decision.p_error > 0.9 and decision.weakest < 0.05
-    corrected = three_two_beats(tracked, decision.phase)
-    assert fitted_bpm(corrected) == pytest.approx(100.0, rel=0.01)
-    assert np.isin(np.round(corrected, 3), np.round(real, 3)).mean() > 0.95
-    # a real 3/4 whose third beats are quieter (0.4 of the others) keeps its grid
+    evidence = three_two_evidence(act, tracked, broad_onsets=onsets, onset_fps=100.0)
+    assert evidence.weakest < 0.05 and evidence.support > 1.5 and evidence.activation > 1.5
+    # the kept third of the tracked beats lies on real beats
+    assert np.isin(np.round(tracked[evidence.phase::3], 3), np.round(real, 3)).all()
+    # a real 3/4 whose third beats are quieter (0.4 of the others): strong everywhere, nothing between
     waltz = np.zeros((1500, 2))
     frames = np.round(tracked * 100).astype(int)
     waltz[frames, 0] = 0.8
     waltz[frames[2::3], 0] = 0.32
-    assert not decide_three_two(waltz, tracked, broad_onsets=onsets, onset_fps=100.0).correct
-    # a weak tracked beat without onsets half-way to its neighbour is no reason to move the grid
-    quiet = np.zeros(1500)
-    quiet[frames] = 1.0
-    assert not decide_three_two(act, tracked, broad_onsets=quiet, onset_fps=100.0).correct
-    # too few beats for the check
-    assert not decide_three_two(act, tracked[:5]).correct
+    steady = three_two_evidence(waltz, tracked, broad_onsets=onsets, onset_fps=100.0)
+    assert steady.weakest > 0.35 and steady.activation < 0.05
+    # too few beats to tell: neutral evidence
+    assert three_two_evidence(act, tracked[:5]) == ThreeTwoEvidence(0, 1.0, 1.0, 1.0)
 
 
 @pytest.mark.skipif(not fluidsynth_available(), reason="needs FluidSynth and a General MIDI soundfont")
@@ -271,7 +266,13 @@ def test_downbeat_features_equal_madmoms_preprocessing(tracks):
 def test_octave_sample_is_what_the_ensemble_decides_on():
     """``RhythmExtractor.octave_sample`` (the fitting data of benchmarks/fit_octave.py) gives the
     extractor's own decision and raw confidence when put through the same model."""
-    from mirflow.extractors._octave import FACTORS, FEATURES, choose_level, load_octave_model
+    from mirflow.extractors._octave import (
+        FACTORS,
+        FEATURES,
+        choose_level,
+        load_octave_model,
+        three_two_floor,
+    )
     from mirflow.extractors.calibration import raw_confidences
     from mirflow.extractors.rhythm import level_probability
 
@@ -285,13 +286,13 @@ def test_octave_sample_is_what_the_ensemble_decides_on():
     sample = ex.octave_sample(fe)
     assert sample.tempo_bpm == pytest.approx(120.0, rel=0.04)
     assert tuple(sample.evidence) == FEATURES and all(np.isfinite(v) for v in sample.evidence.values())
-    assert 0.0 < sample.clarity <= 1.0 and 0.0 < sample.p_level <= 1.0
+    assert 0.0 < sample.clarity <= 1.0
     model = load_octave_model()
-    chosen, _, p = choose_level(model.probabilities(sample.evidence), sample.tempo_bpm, ex.params.min_bpm,
-                                ex.params.max_bpm, model.switch_p)
+    chosen, _, p = choose_level(three_two_floor(model.probabilities(sample.evidence), sample.evidence),
+                                sample.tempo_bpm, ex.params.min_bpm, ex.params.max_bpm, model.switch_p)
     with raw_confidences():
         cols = ex.extract(fe).columns
     tempo = sample.tempo_bpm * FACTORS[chosen]
     assert cols["tempo_bpm"] == pytest.approx(tempo, rel=0.01)
-    expected = sample.clarity * level_probability(sample.p_level, tempo, sample.madmom_tempi) * p[chosen]
+    expected = sample.clarity * level_probability(tempo, sample.madmom_tempi, sample.tempo_bpm) * p[chosen]
     assert cols["tempo_confidence"] == pytest.approx(expected, rel=1e-6)

@@ -5,9 +5,9 @@ Backends (parameter ``backend``):
 * ``ensemble`` (default): madmom's joint beat/downbeat RNN and DBN for beats,
   downbeats and meter, with the metrical level decided from the beat,
   downbeat and onset evidence rather than taken from the tracker as is:
-  first a 3:2 error (:func:`decide_three_two`), then the tempo octave,
-  half or double (:func:`decide_octave`); the other octave is reported with
-  its own confidence.
+  the tracked level, half of it, twice it or two thirds of it (a 3:2 error:
+  two eighths of a jig in 6/8), by :func:`decide_octave`; the other octave is
+  reported with its own confidence.
 * ``madmom``: the RNN + DBN downbeat tracker alone (models CC BY-NC-SA 4.0).
 * ``essentia``: ``RhythmExtractor2013(method='multifeature')`` (AGPL-3.0);
   meter and downbeats from mirflow's accent-periodicity estimate.
@@ -21,8 +21,9 @@ the time signature as music21 reads it (``TimeSignature.beatDuration``): the
 quarter note in 2/4, 3/4 and 4/4, the half note in 2/2, the dotted quarter in
 6/8, 9/8 and 12/8. Every corpus mirflow is measured on is labelled that way
 (:mod:`mirflow.synth`, :mod:`mirflow.synth.scores`). The other octave is
-``tempo_alt_bpm``. ``tempo_confidence`` is a probability that the tempo is
-within 4 % of the notated beat, calibrated on the tuning corpus
+``tempo_alt_bpm`` (where a 3:2 grid was moved: the tracked tempo, 1.5 times
+the tempo). ``tempo_confidence`` is a probability that the tempo is within 4 %
+of the notated beat, calibrated on the tuning corpus
 (:mod:`mirflow.extractors.calibration`).
 
 The ensemble's octave decision (:func:`~mirflow.extractors._octave.decide_octave`)
@@ -31,9 +32,11 @@ regression fitted on the tuning corpus only (``octave_model.json``,
 ``benchmarks/fit_octave.py``): beat and downbeat activation on alternate
 beats, onsets and harmonic change half-way between beats (the off-beat onsets
 measured above the envelope's floor, :func:`~mirflow.extractors._octave.floored_ratio`, so that noise and
-MP3 smear do not read as beats), madmom's own tempo estimate (its comb-filter
-tempo histogram of the same activation, :func:`madmom_tempo_estimate`) at the
-three levels, and the tempo as a prior. It switches only when another level
+MP3 smear do not read as beats), one strong tracked beat in three with
+onsets between the other two (a 3:2 grid), madmom's own tempo estimate (its
+comb-filter tempo histogram of the same activation,
+:func:`madmom_tempo_estimate`) at the other levels, and the tempo as a prior.
+It switches only when another level
 is at least the model's ``switch_p`` likely; short of that the tracked level
 is kept with the probability the model gives it, so ambiguous evidence shows
 in the confidence instead of moving the tempo (issue 9: slow Bach chorales
@@ -88,7 +91,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from mirflow.errors import ParameterError
 from mirflow.extractors._octave import decide_octave, octave_evidence, peak_near
@@ -166,6 +168,11 @@ class RhythmParams(Params):
 #: estimate was right twice and neither once; on a real game soundtrack (extremetuxracer's
 #: calmrace) Essentia agreed with madmom's estimate against the tracked tempo.
 MADMOM_UNRELATED = 0.5
+#: How far (relative) from two thirds of the tracked tempo the DBN may go when a 3:2 grid is
+#: tracked again (:meth:`RhythmExtractor._retracked`): the tracked tempo is fitted through the
+#: beats (within 1 % of the notated one on the tuning corpus's steady tracks), the rest is rubato.
+#: ±10 % and ±20 % found the same beats on the 16 tuning tracks followed 3:2 too fast.
+RETRACK_WIDTH = 0.10
 #: Accent-score margin above which the meter estimate overrules the DBN's meter.
 METER_OVERRULE_MARGIN = 0.4
 
@@ -193,142 +200,6 @@ def madmom_tempo_estimate(act: np.ndarray, *, min_bpm: float, max_bpm: float) ->
         return np.zeros((0, 2))
     out = _madmom_tempo_estimator(float(min_bpm), float(max_bpm))(act.sum(axis=1))
     return np.atleast_2d(np.asarray(out, dtype=np.float64)).reshape(-1, 2)
-
-
-#: Thresholds of :func:`decide_three_two`, measured with
-#: ``benchmarks/rhythm_levels.py`` on the 150-track accuracy corpus (seed 0)
-#: and a held-out 112-track corpus (seed 1). madmom's downbeat tracker ran 3:2
-#: too fast on 2 + 1 tracks: slow arpeggiated pieces without drums (a choir
-#: patch with soft attacks) tracked in 3/4 at 1.5 times the tempo, and one at
-#: 3 times (its 2:3 grid is then an octave off, which Accuracy2 accepts). On those, one tracked beat in every
-#: three had 0.07-0.15 of the beat activation of the beats the 2:3 grid
-#: keeps; on the 259 other tracks the weakest of the three positions had at
-#: least 0.30 (a 3/4 chorale with quiet third beats), 0.46 on the next, and
-#: 0.82 on every generated track, hence 0.21, between the two populations on
-#: a log scale. The half-way point between the two dropped beats, where the
-#: 2:3 grid puts a beat, carried 1.0-1.2 of their onset strength on the
-#: errors; at least :data:`THREE_TWO_SUPPORT` is asked for, so that a weak
-#: tracked beat alone (a drop-out, a drifting tracker) does not move the grid.
-THREE_TWO_WEAK = 0.21
-THREE_TWO_SUPPORT = 0.60
-
-
-@dataclass(frozen=True)
-class ThreeTwoDecision:
-    """Whether the tracked beats run 3:2 too fast, and where the slower grid lies.
-
-    Attributes
-    ----------
-    correct : bool
-        True when the tempo should be two thirds of the tracked one.
-    phase : int
-        Index (0-2) of the first tracked beat that the slower grid keeps.
-    p_error : float
-        Probability (0-1) that the tracked level is a 3:2 error.
-    reason : str
-        Short explanation for the logs.
-    weakest : float
-        Beat activation of the weakest of three tracked positions relative
-        to the kept one (0-1 and more).
-    support : float
-        Onset strength half-way between the two dropped beats relative to on them.
-    """
-
-    correct: bool
-    phase: int
-    p_error: float
-    reason: str
-    weakest: float = 1.0
-    support: float = 0.0
-
-
-def decide_three_two(act: np.ndarray, beats: np.ndarray, low_onsets: np.ndarray | None = None,
-                     broad_onsets: np.ndarray | None = None,
-                     onset_fps: float = FEATURE_FPS) -> ThreeTwoDecision:
-    """Check the tracked beats for a 3:2 error (tracked 1.5 times too fast).
-
-    Half/double errors are not the only metrical confusion: on slow
-    arpeggiated material with soft attacks, madmom's downbeat tracker can
-    settle on two thirds of the beat period, three tracked beats for every
-    two real ones, in 3/4. Such a grid shows itself in the tracker's own
-    evidence: of every three tracked beats one falls where the RNN sees
-    almost no beat, while half-way between the two beats that the real grid
-    does not share, where a real beat is, there are onsets. The slower grid
-    keeps every third tracked beat and puts one beat in the middle of the
-    two it drops.
-
-    Parameters
-    ----------
-    act : ndarray
-        madmom's ``(frames, 2)`` beat and downbeat activations at 100 fps.
-    beats : ndarray
-        Tracked beat times in seconds.
-    low_onsets, broad_onsets : ndarray, optional
-        Low-frequency and broadband onset strength at ``onset_fps``; the
-        half-way onsets must be at least :data:`THREE_TWO_SUPPORT` of those on
-        the dropped beats in one of them.
-    onset_fps : float
-        Frame rate of the onset envelopes.
-
-    Returns
-    -------
-    ThreeTwoDecision
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> beats = np.arange(0, 12, 0.4)                     # tracked at 150 BPM
-    >>> act = np.zeros((1300, 2))
-    >>> real = np.arange(0, 12, 0.6)                      # the real beats: 100 BPM
-    >>> act[np.round(real * 100).astype(int), 0] = 0.8
-    >>> act[np.round(np.arange(0.4, 12, 1.2) * 100).astype(int), 0] = 0.5   # one weak tracked beat
-    >>> d = decide_three_two(act, beats, broad_onsets=act[:, 0], onset_fps=100.0)
-    >>> d.correct, d.phase
-    (True, 0)
-    >>> round(60 / np.median(np.diff(three_two_beats(beats, d.phase))))
-    100
-    """
-    beats = np.asarray(beats, dtype=np.float64)
-    n = beats.size
-    total = act.sum(axis=1)
-    on = peak_near(total, MADMOM_FPS, beats)
-    mids = (beats[:-1] + beats[1:]) / 2.0
-    envelopes = [(e, w) for e, w in ((low_onsets, 0.035), (broad_onsets, 0.035))
-                 if e is not None and e.size]
-    best = ThreeTwoDecision(False, 0, 0.0, "too few beats for a 3:2 check")
-    for phase in range(3):
-        kept, drop1, drop2 = (np.arange(phase + k, n, 3) for k in range(3))
-        between = np.arange(phase + 1, n - 1, 3)  # index into ``mids``: between drop1 and drop2
-        if between.size < 3:
-            continue
-        weak = float(min(on[drop1].mean(), on[drop2].mean()) / (on[kept].mean() + 1e-9))
-        dropped = np.concatenate([drop1, drop2])
-        # without onset envelopes the half-way beats count as supported
-        support = max((float(peak_near(e, onset_fps, mids[between], w).mean()
-                             / (peak_near(e, onset_fps, beats[dropped], w).mean() + 1e-9))
-                       for e, w in envelopes), default=1.0)
-        p_error = float(expit((THREE_TWO_WEAK - weak) / 0.03)
-                        * expit((support - THREE_TWO_SUPPORT) / 0.08))
-        if p_error > best.p_error or best.reason.startswith("too few"):
-            best = ThreeTwoDecision(p_error > 0.5, phase, p_error,
-                                    f"weakest of three tracked beats at {weak:.2f} of the others, "
-                                    f"half-way onsets at {support:.2f}", weak, support)
-    return best
-
-
-def three_two_beats(beats: np.ndarray, phase: int) -> np.ndarray:
-    """The 2:3 grid of ``beats``: every third beat from ``phase`` and the midpoints between the other two.
-
-    Examples
-    --------
-    >>> three_two_beats(np.arange(7) * 0.4, 0).round(2).tolist()
-    [0.0, 0.6, 1.2, 1.8, 2.4]
-    """
-    beats = np.asarray(beats, dtype=np.float64)
-    idx = np.arange(beats.size)
-    kept = beats[idx % 3 == phase]
-    first = idx[(idx % 3 == (phase + 1) % 3) & (idx + 1 < beats.size)]
-    return np.sort(np.concatenate([kept, (beats[first] + beats[first + 1]) / 2.0]))
 
 
 def _halve_beats(beats: np.ndarray, act: np.ndarray) -> np.ndarray:
@@ -383,44 +254,34 @@ def pulse_clarity(strength: float) -> float:
     return float(np.clip((strength - 0.1) / 0.8, 0.0, 1.0))
 
 
-def level_probability(p_level: float, tempo_bpm: float, madmom_tempi: np.ndarray) -> float:
-    """The 3:2 check's probability for the level, times :data:`MADMOM_UNRELATED` when madmom's
-    own tempo estimate is neither ``tempo_bpm`` nor an octave of it (a 3:2 or worse disagreement
-    between the tracker and the estimate)."""
-    if len(madmom_tempi) and not any(abs(tempo_bpm / (madmom_tempi[0, 0] * f) - 1.0) <= 0.04
-                                     for f in (0.5, 1.0, 2.0)):
-        return p_level * MADMOM_UNRELATED
-    return p_level
+def level_probability(tempo_bpm: float, madmom_tempi: np.ndarray, tracked_bpm: float | None = None) -> float:
+    """:data:`MADMOM_UNRELATED` when madmom's own tempo estimate is neither ``tempo_bpm`` nor an
+    octave of it (a 3:2 or worse disagreement between the chosen level and the estimate), else 1.
+
+    An estimate at the tracked tempo ``tracked_bpm`` is no disagreement when the level model moved
+    a 3:2 grid: the model weighed it (``madmom_two_thirds_vote``), and it is where madmom's
+    histogram stands on most jigs followed 3:2 too fast.
+    """
+    if not len(madmom_tempi):
+        return 1.0
+    estimate = float(madmom_tempi[0, 0])
+    related = [tempo_bpm * f for f in (0.5, 1.0, 2.0)] + ([tracked_bpm] if tracked_bpm else [])
+    return 1.0 if any(abs(bpm / estimate - 1.0) <= 0.04 for bpm in related) else MADMOM_UNRELATED
 
 
 @dataclass(frozen=True)
 class OctaveSample:
-    """One track's input to the ensemble's octave decision and tempo confidence.
+    """One track's input to the ensemble's level decision and tempo confidence.
 
     The raw ``tempo_confidence`` of the level ``f`` (of :data:`~mirflow.extractors._octave.FACTORS`)
-    is ``clarity * level_probability(p_level, tempo_bpm * f, madmom_tempi) * P(f)``, ``P`` the
-    octave model's probability of the level chosen.
+    is ``clarity * level_probability(tempo_bpm * f, madmom_tempi, tempo_bpm) * P(f)``, ``P`` the
+    level model's probability of the level chosen.
     """
 
     tempo_bpm: float
     evidence: dict[str, float]
     clarity: float
-    p_level: float
     madmom_tempi: np.ndarray
-
-
-@dataclass(frozen=True)
-class _TrackedLevel:
-    """The ensemble's beats after the 3:2 check, before the octave decision."""
-
-    beats: np.ndarray
-    positions: np.ndarray | None
-    meter: int | None
-    tempo: float
-    feats: Any
-    madmom_tempi: np.ndarray
-    p_level: float
-    notes: list[str]
 
 
 class RhythmExtractor(Extractor):
@@ -443,7 +304,9 @@ class RhythmExtractor(Extractor):
 
     name = "rhythm"
     # 7: the tempo octave from the fitted octave model (_octave.py, octave_model.json)
-    version = "7"
+    # 8: the 3:2 level in the fitted model too (two eighths of 6/8; the old rule a floor under it),
+    #    a 3:2 grid tracked again by the DBN at two thirds of the tempo
+    version = "8"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")
@@ -535,13 +398,13 @@ class RhythmExtractor(Extractor):
             conf, alt, alt_conf = self._octave_confidences(act[:, 0], float(MADMOM_FPS), tempo, clarity)
             return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
                               confidence=conf, alt=alt, alt_confidence=alt_conf, note="madmom")
-        level = self._tracked_level(frontend, act, beats, positions, meter, tempo)
-        beats, positions, meter, tempo, feats = level.beats, level.positions, level.meter, level.tempo, level.feats
+        feats = onset_features(frontend)
+        madmom_tempi = madmom_tempo_estimate(act, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
         decision = decide_octave(act, beats, positions, meter, tempo, p.min_bpm, p.max_bpm,
                                  low_onsets=feats.low, broad_onsets=feats.broad, chroma=feats.chroma,
-                                 onset_fps=feats.fps, madmom_tempi=level.madmom_tempi)
+                                 onset_fps=feats.fps, madmom_tempi=madmom_tempi)
         log.debug("rhythm ensemble: %s", decision.reason)
-        notes = [*level.notes, decision.reason]
+        notes = [decision.reason]
         if decision.factor == 0.5:
             beats = _halve_beats(beats, act)
             meter, positions = self._estimated_meter(feats, beats)
@@ -550,41 +413,43 @@ class RhythmExtractor(Extractor):
             beats = _double_beats(beats)
             # the tracked bar held two real bars of ``meter`` beats each
             positions = np.array([((i - 2 * first_down) % meter) + 1 for i in range(beats.size)])
+        elif decision.factor != 1.0:  # two thirds: madmom's DBN again, held near that tempo
+            beats, positions, meter = self._retracked(frontend, tempo * decision.factor, (beats, positions, meter))
+            meter, positions = self._check_meter(feats, beats, meter, positions)
         else:
             meter, positions = self._check_meter(feats, beats, meter, positions)
-        tempo = fitted_bpm(beats)
+        tracked_bpm, tempo = tempo, fitted_bpm(beats)
         alt = tempo * decision.alt_factor
-        p_level = level_probability(level.p_level, tempo, level.madmom_tempi)
-        if p_level < level.p_level:
-            notes.append(f"madmom's tempo estimate {level.madmom_tempi[0, 0]:.1f} BPM is no octave of it")
+        p_level = level_probability(tempo, madmom_tempi, tracked_bpm)
+        if p_level < 1.0:
+            notes.append(f"madmom's tempo estimate {madmom_tempi[0, 0]:.1f} BPM is no octave of it")
         return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
                           confidence=clarity * p_level * decision.p_chosen, alt=alt,
                           alt_confidence=clarity * p_level * decision.p_alt,
                           note="ensemble: " + "; ".join(notes))
 
-    def _tracked_level(self, frontend: Any, act: np.ndarray, beats: np.ndarray, positions: np.ndarray | None,
-                       meter: int | None, tempo: float) -> _TrackedLevel:
-        """The tracked beats after the 3:2 check, with what the octave decision weighs."""
+    def _retracked(self, frontend: Any, target_bpm: float,
+                   tracked: tuple[np.ndarray, np.ndarray | None, int | None]) -> tuple[np.ndarray, np.ndarray | None,
+                                                                                    int | None]:
+        """Beats, positions and meter of madmom's DBN on the same activation, its tempo held within
+        :data:`RETRACK_WIDTH` of ``target_bpm``; the tracked ones where it finds fewer than two beats.
+
+        Why track again rather than keep every third tracked beat and the midpoints of the
+        others: which of the three tracked beats lies on a real one is what the DBN weighs
+        best. On the 16 tuning tracks followed 3:2 too fast (14 jigs, 2 piano pieces), the
+        grid re-tracked at two thirds of the tempo found the notated beats (beat F ≥ 0.96)
+        on 9, the stronger-activation phase of the 2:3 grid on 5 (and the tempo on all 16).
+        """
         p: RhythmParams = self.params
-        feats = onset_features(frontend)
-        # The metrical level: first a 3:2 error (three tracked beats per two
-        # real ones), then half/double, each from the beat and onset evidence.
-        three_two = decide_three_two(act, beats, low_onsets=feats.low, broad_onsets=feats.broad,
-                                     onset_fps=feats.fps)
-        p_level = 1.0 - three_two.p_error
-        notes = []
-        if three_two.correct and tempo * 2.0 / 3.0 >= p.min_bpm:
-            beats = three_two_beats(beats, three_two.phase)
-            meter, positions = self._estimated_meter(feats, beats)
-            tempo = fitted_bpm(beats) or tempo * 2.0 / 3.0
-            p_level = three_two.p_error
-            notes.append(f"{three_two.reason}: 3:2 grid")
-        log.debug("rhythm ensemble: %s", three_two.reason)
-        madmom_tempi = madmom_tempo_estimate(act, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
-        return _TrackedLevel(beats, positions, meter, tempo, feats, madmom_tempi, p_level, notes)
+        track = madmom_track(frontend, beats_per_bar=p.beats_per_bar,
+                             min_bpm=max(p.min_bpm, target_bpm * (1.0 - RETRACK_WIDTH)),
+                             max_bpm=min(p.max_bpm, target_bpm * (1.0 + RETRACK_WIDTH)))
+        if track.beats.size < 2:
+            return tracked
+        return track.beats, track.beat_in_bar, track.meter
 
     def octave_sample(self, frontend: Any) -> OctaveSample | None:
-        """What the ensemble's octave decision and confidence start from, for fitting them
+        """What the ensemble's level decision and confidence start from, for fitting them
         (``benchmarks/fit_octave.py``); None where the madmom tracker gives no tempo."""
         p: RhythmParams = self.params
         act = madmom_activations(frontend)
@@ -592,14 +457,14 @@ class RhythmExtractor(Extractor):
         tempo = fitted_bpm(track.beats) if track.beats.size >= 2 else None
         if tempo is None:
             return None
-        level = self._tracked_level(frontend, act, track.beats, track.beat_in_bar, track.meter, tempo)
-        feats = level.feats
-        evidence = octave_evidence(act, level.beats, level.positions, level.meter, level.tempo,
+        feats = onset_features(frontend)
+        madmom_tempi = madmom_tempo_estimate(act, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
+        evidence = octave_evidence(act, track.beats, track.beat_in_bar, track.meter, tempo,
                                    low_onsets=feats.low, broad_onsets=feats.broad, chroma=feats.chroma,
-                                   onset_fps=feats.fps, madmom_tempi=level.madmom_tempi)
+                                   onset_fps=feats.fps, madmom_tempi=madmom_tempi)
         strength = periodicity_strength(act[:, 0], float(MADMOM_FPS), p.min_bpm, p.max_bpm)
-        return OctaveSample(tempo_bpm=level.tempo, evidence=evidence, clarity=pulse_clarity(strength),
-                            p_level=level.p_level, madmom_tempi=level.madmom_tempi)
+        return OctaveSample(tempo_bpm=tempo, evidence=evidence, clarity=pulse_clarity(strength),
+                            madmom_tempi=madmom_tempi)
 
     def _estimated_meter(self, feats: Any, beats: np.ndarray) -> tuple[int | None, np.ndarray | None]:
         """Meter and bar positions of beats the ensemble moved, from the accent estimate.

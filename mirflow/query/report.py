@@ -340,11 +340,13 @@ def _tempo_relation(tempo: float, alt: float) -> str:
         return "≈ 2×"
     if abs(ratio - 0.5) <= 0.5 * HALF_DOUBLE_TOLERANCE:
         return "≈ ½×"
+    if abs(ratio - 1.5) <= 1.5 * HALF_DOUBLE_TOLERANCE:
+        return "≈ 3/2×"  # the rhythm ensemble moved a 3:2 grid (two eighths of 6/8) to the notated beat
     return "other ratio"
 
 
 #: Where tempo_alt_bpm lies relative to tempo_bpm, and its colour in the tempo plot.
-_RELATION_COLOURS = {"≈ 2×": _BLUE, "≈ ½×": _ORANGE, "other ratio": _PURPLE, "none": _GREY}
+_RELATION_COLOURS = {"≈ 2×": _BLUE, "≈ ½×": _ORANGE, "≈ 3/2×": _GREEN, "other ratio": _PURPLE, "none": _GREY}
 
 
 def _tempo(page: _Page, tracks: pd.DataFrame) -> None:
@@ -378,7 +380,7 @@ def _tempo(page: _Page, tracks: pd.DataFrame) -> None:
     _integer_y(ax)
     caption = ("Bars: the chosen tempo, coloured by where the other metrical level lies (≈ 2×: tempo_alt_bpm "
                f"within {100 * HALF_DOUBLE_TOLERANCE:g} % of double tempo_bpm, the tolerance of tempo Accuracy1; "
-               "≈ ½×: of half); dashed: the other level's tempo.")
+               "≈ ½×: of half; ≈ 3/2×: a 3:2 grid moved to the notated beat); dashed: the other level's tempo.")
     figure = page.figure("tempo", _png(fig, "tempo histogram"), caption)
     body = ""
     rel_rows = []

@@ -543,13 +543,18 @@ HELDOUT_STRATA: tuple[tuple[str, str, tuple[float, float]], ...] = (
 
 
 #: The benchmark's defaults (``benchmarks/accuracy.py --heldout/--heldout-seed/--varied/--varied-seed/
-#: --fresh/--fresh-seed``): held-out corpora of 6 tracks per stratum from seed 1; the varied part of the
-#: tuning corpus, 12 per stratum from seed 2 with the held-out pieces and seeds excluded (4 before the
-#: octave model was fitted on it); a *fresh* held-out corpus of 20 per stratum from seed 3, rendered after
-#: the octave model and calibration were fitted, with the tuning corpus's pieces and seeds excluded.
+#: --tuning-jigs/--tuning-jigs-seed/--fresh/--fresh-seed``): held-out corpora of 6 tracks per stratum from
+#: seed 1; the varied part of the tuning corpus, 12 per stratum from seed 2 with the held-out pieces and
+#: seeds excluded (4 before the octave model was fitted on it), and 24 more jigs from seed 5 (stop 20: the
+#: 3:2 level of the model needs more than 12 jigs), none of any held-out corpus's pieces; a *fresh*
+#: held-out corpus of 20 per stratum, rendered after the model and calibration were fitted, with the
+#: tuning corpus's pieces and seeds excluded: seed 4 since stop 20. :data:`EARLIER_FRESH_SEEDS` are
+#: the fresh corpora of earlier stops (seed 3: stop 19), which the tuning jigs keep clear of too.
 HELDOUT_PER_STRATUM, HELDOUT_SEED = 6, 1
 VARIED_PER_STRATUM, VARIED_SEED = 12, 2
-FRESH_PER_STRATUM, FRESH_SEED = 20, 3
+TUNING_JIGS, TUNING_JIGS_SEED = 24, 5
+FRESH_PER_STRATUM, FRESH_SEED = 20, 4
+EARLIER_FRESH_SEEDS: tuple[int, ...] = (3,)
 
 
 @dataclass(frozen=True)
@@ -746,6 +751,30 @@ def varied_tuning_exclusions(heldout: list[PlannedTrack] | list[Truth]) -> tuple
     """
     pieces = {t.piece if isinstance(t, PlannedTrack) else t.origin for t in heldout}
     return {p for p in pieces if p}, {int(t.seed) for t in heldout}
+
+
+def tuning_jig_exclusions(heldout: list[PlannedTrack] | list[Truth],
+                          varied: list[PlannedTrack] | list[Truth]) -> tuple[set[str], set[int]]:
+    """The pieces and track seeds the tuning jigs (:data:`TUNING_JIGS`) must not share with another corpus.
+
+    Those of the held-out corpus and of the varied tuning corpus, and the jigs of the fresh held-out
+    corpora of :data:`EARLIER_FRESH_SEEDS` (rendered before the tuning jigs existed, drawn as
+    ``benchmarks/accuracy.py`` draws them: the varied corpus's pieces excluded). A fresh corpus
+    rendered later excludes the tuning jigs in turn.
+
+    Returns
+    -------
+    (set of str, set of int)
+        :func:`piece_id` names and track seeds.
+    """
+    pieces, seeds = varied_tuning_exclusions(heldout)
+    varied_pieces, varied_seeds = varied_tuning_exclusions(varied)
+    pieces |= varied_pieces
+    seeds |= varied_seeds
+    for fresh_seed in EARLIER_FRESH_SEEDS:
+        pieces |= {piece_id(o, k) for o, k in find_pieces("jig", FRESH_PER_STRATUM, seed=fresh_seed,
+                                                          exclude=varied_pieces)}
+    return pieces, seeds
 
 
 def heldout_stratum(track_id: str) -> str:
