@@ -256,8 +256,9 @@ class KeyExtractor(Extractor):
     # 3: key confidences through the maps refitted on the varied tuning corpus (calibration.json;
     # the ensemble keeps its raw probability, which cross-validation preferred); 4: the CQT chroma
     # tuned by the STFT chroma's tuning estimate (one estimate instead of two); 5: the essentia and
-    # librosa backends' confidence maps refitted on the 84-track varied tuning corpus
-    version = "5"
+    # librosa backends' confidence maps refitted on the 84-track varied tuning corpus; 6: those maps
+    # refitted again with the 24 tuning jigs
+    version = "6"
     Params = KeyParams
     columns = ("key", "key_tonic", "key_mode", "key_jams", "key_camelot", "key_openkey",
                "key_confidence", "key_alt", "key_alt_confidence")
