@@ -955,8 +955,10 @@ def _versions() -> str:
 def write_markdown(path: Path, results: list[Result], corpora: dict[str, dict[str, Any]], args: argparse.Namespace,
                    elapsed_s: float) -> None:
     c = corpora["tuning"]["parts"][0]
-    v = corpora["tuning"]["parts"][1] if len(corpora["tuning"]["parts"]) > 1 else None
-    jigs = corpora["tuning"]["parts"][2] if len(corpora["tuning"]["parts"]) > 2 else None
+    # the tuning parts in main()'s order: the generated corpus, the varied tracks, the tuning jigs
+    tuning_parts = iter(corpora["tuning"]["parts"][1:])
+    v = next(tuning_parts, None) if args.varied > 0 else None
+    jigs = next(tuning_parts, None) if args.tuning_jigs > 0 else None
     h = corpora.get("held-out")
     fresh = corpora.get("fresh held-out")
     fmts = ", ".join(f"{k} {n}" for k, n in c["formats"].items())
