@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [done[p] for p in truth]
     labelled = [(r, octave_label(truth[r["path"]], r["tempo"])) for r in rows if r["tempo"] is not None]
     fit = [(r, lab) for r, lab in labelled if lab is not None]
-    print(f"{len(rows)} tuning tracks: {len(fit)} tracked at an octave of the notated beat "
+    print(f"{len(rows)} tuning tracks: {len(fit)} tracked at a level of the model from the notated beat "
           f"({', '.join(f'x{f:.3g} right: {sum(1 for _, lab in fit if lab == f)}' for f in FACTORS)}), "
           f"{len(labelled) - len(fit)} at another ratio, {len(rows) - len(labelled)} without a tempo")
     corpus = ("benchmarks/fit_octave.py on the tuning corpus of benchmarks/accuracy.py: "
