@@ -169,9 +169,9 @@ class RhythmParams(Params):
 #: calmrace) Essentia agreed with madmom's estimate against the tracked tempo.
 MADMOM_UNRELATED = 0.5
 #: How far (relative) from two thirds of the tracked tempo the DBN may go when a 3:2 grid is
-#: tracked again (:meth:`RhythmExtractor._retracked`): the tracked tempo is fitted through the
-#: beats (within 1 % of the notated one on the tuning corpus's steady tracks), the rest is rubato.
-#: ±10 % and ±20 % found the same beats on the 16 tuning tracks followed 3:2 too fast.
+#: tracked again (:meth:`RhythmExtractor._retracked`): on the 16 tuning tracks followed 3:2 too
+#: fast the tracked tempo was within 1.1 % of 1.5 times the notated one, the rest of the width is
+#: for rubato (±5 % in the corpora). ±10 % and ±20 % found the same beats on those 16 tracks.
 RETRACK_WIDTH = 0.10
 #: Accent-score margin above which the meter estimate overrules the DBN's meter.
 METER_OVERRULE_MARGIN = 0.4
