@@ -291,7 +291,9 @@ FRESH_HISTORY: dict[int, str] = {
         "and the octave model's 3:2 level were added after it had shown the jigs' 3:2 errors; it is kept "
         "for comparison with stop 19's figures."),
     4: ("Seed 4 was rendered and first measured on 2026-12-02 in stop 20, after every fit of that stop "
-        "(the octave model with its 3:2 level, the calibration maps)."),
+        "(the octave model with its 3:2 level, the calibration maps). Stop 21 scored it again from the same "
+        "analyses after one change to the scoring (references without a triad are no longer scored for "
+        "chords); nothing was fitted or chosen on it."),
 }
 
 
@@ -1016,7 +1018,10 @@ quarter in 6/8, half note in 2/2), a third of each with ±5 % rubato and a third
 (10-25 dB SNR) or a 64 kb/s MP3 round trip; slow Bach chorales (60-110 BPM) *not* in the tuning
 corpus, every one with noise or MP3 (the case of issue 9); generated progressions with swung
 eighths (swing 1/6-1/4 of a beat) from seeds apart from the tuning corpus'. Chords are scored only
-where a clean triad sounds for a notated beat (`X` elsewhere). Formats: {', '.join(f'{k} {v}' for k, v in h['formats'].items())}.
+where a clean triad sounds for a notated beat (`X` elsewhere), with the silence before and after the
+music (`N`); a track without a single such triad (a monophonic tune: every folk song and reel, nearly
+every jig) is not scored for chords at all, since only its silence would be (`–` in the tables; until
+stop 21 those 1.75 s per track were scored). Formats: {', '.join(f'{k} {v}' for k, v in h['formats'].items())}.
 """
     fresh_text = fresh_reliability = ""
     if fresh:

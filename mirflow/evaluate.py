@@ -25,7 +25,10 @@ metric              definition
 Conventions: a missing prediction (no key, no tempo, no beats, no chords, a
 track that failed or is absent from the catalog) scores 0 and is counted, never
 skipped. Reference chord segments labelled ``X`` (and, per vocabulary, chords
-outside it) are not evaluated, as in ``mir_eval.chord.evaluate``. Overall chord
+outside it) are not evaluated, as in ``mir_eval.chord.evaluate``; a reference
+whose only labels are ``X`` and ``N`` (every sounding stretch unknown, silence
+known: mirflow's generated monophonic tunes, which hold no clean triad on any
+beat) has no chord to recognise and is not evaluated at all. Overall chord
 recall is weighted by evaluated duration across tracks (the MIREX WCSR); the
 other overall figures are means over tracks.
 
@@ -535,7 +538,11 @@ def chord_scores(reference: Sequence[tuple[float, float, str]],
     (``mir_eval.util.adjust_intervals``), both are merged onto common segments
     (``merge_labeled_intervals``) and ``weighted_accuracy`` weighs each
     segment by its duration; reference segments outside a vocabulary (``X``)
-    are not evaluated. A missing estimate scores 0 over the evaluated duration.
+    are not evaluated. A missing estimate scores 0 over the evaluated duration. A
+    reference with ``X`` and ``N`` only is not evaluated (NaN, 0 s): it knows no chord,
+    only the silence around the music, and scoring it would measure the no-chord
+    decision in a lead-in and a reverb tail (on mirflow's generated folk songs, jigs
+    and reels, 1.75 s of 20-30 s).
 
     Returns
     -------
@@ -563,7 +570,7 @@ def chord_scores(reference: Sequence[tuple[float, float, str]],
     else:
         est_iv, est_lab = np.zeros((0, 2)), []
     out: dict[str, float] = {}
-    if len(ref_iv) == 0:
+    if len(ref_iv) == 0 or ("X" in ref_lab and set(ref_lab) <= {"X", mir_eval.chord.NO_CHORD}):
         return {"chord_majmin": math.nan, "chord_sevenths": math.nan,
                 "chord_majmin_s": 0.0, "chord_sevenths_s": 0.0}
     if len(est_iv):

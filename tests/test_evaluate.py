@@ -164,6 +164,22 @@ def test_beats_continuity_and_sevenths() -> None:
     assert chord_scores(ref_c, [(0.0, 2.0, "C:maj")])["chord_majmin"] == pytest.approx(0.25)
 
 
+def test_a_reference_that_knows_no_chord_is_not_scored() -> None:
+    """A generated monophonic tune: every beat X (no clean triad), N in the lead-in and the tail."""
+    tune = [(0.0, 0.25, "N"), (0.25, 20.0, "X"), (20.0, 21.5, "N")]
+    for estimate in ([(0.0, 21.5, "C:maj")], [(0.0, 21.5, "N")], None):
+        scores = chord_scores(tune, estimate)
+        assert np.isnan(scores["chord_majmin"]) and np.isnan(scores["chord_sevenths"])
+        assert scores["chord_majmin_s"] == scores["chord_sevenths_s"] == 0.0
+    # One clean triad is enough to score the whole reference, its silence included (2.75 s).
+    with_triad = [(0.0, 0.25, "N"), (0.25, 19.0, "X"), (19.0, 20.0, "G:maj"), (20.0, 21.5, "N")]
+    scores = chord_scores(with_triad, [(0.0, 20.0, "G:maj"), (20.0, 21.5, "N")])
+    assert scores["chord_majmin"] == pytest.approx(2.5 / 2.75) and scores["chord_majmin_s"] == pytest.approx(2.75)
+    # A reference that says "no chord" throughout, without X, is scored: N is in the vocabulary.
+    silence = chord_scores([(0.0, 10.0, "N")], [(0.0, 10.0, "C:maj")])
+    assert silence["chord_majmin"] == 0.0 and silence["chord_majmin_s"] == pytest.approx(10.0)
+
+
 def test_tempo_and_key_helpers() -> None:
     assert tempo_accuracy(120.0, 123.6) == (True, True)  # +3 %
     assert tempo_accuracy(120.0, 125.0) == (False, False)  # +4.2 %
