@@ -291,9 +291,12 @@ FRESH_HISTORY: dict[int, str] = {
         "and the octave model's 3:2 level were added after it had shown the jigs' 3:2 errors; it is kept "
         "for comparison with stop 19's figures."),
     4: ("Seed 4 was rendered and first measured on 2026-12-02 in stop 20, after every fit of that stop "
-        "(the octave model with its 3:2 level, the calibration maps). Stop 21 scored it again from the same "
-        "analyses after one change to the scoring (references without a triad are no longer scored for "
-        "chords); nothing was fitted or chosen on it."),
+        "(the octave model with its 3:2 level, the calibration maps). In stop 21 its 20 reels were rendered "
+        "again at a reel's speed (the other 120 files are unchanged) and references without a triad are no "
+        "longer scored for chords; nothing was fitted or chosen on it."),
+    6: ("Seed 6 was rendered and first measured on 2026-12-03 in stop 21 with stop 20's extractors, octave "
+        "model and calibration maps; its reels were then rendered again at a reel's speed, as every corpus's "
+        "were, and measured once more."),
 }
 
 
@@ -996,7 +999,8 @@ music21's corpus (C. P. E. Bach H. 186, Beach, Schumann op. 48 no. 2, Clara Schu
 J. R. Johnson), rendered on a piano. Formats: {', '.join(f'{k} {n}' for k, n in v['formats'].items())}.
 The rhythm ensemble's octave model (`benchmarks/fit_octave.py`) and the confidence calibration are fitted
 on the whole tuning corpus (the {c['tracks']} tracks above, these {v['tracks']}{f" and the {jigs['tracks']} jigs below" if jigs else ""}),
-the calibration with every stratum weighted the same.
+the calibration with every stratum weighted the same. The model and maps shipped now were fitted in stop 20,
+before stop 21 rendered the 12 varied reels again at a reel's speed: those 12 are outside their sample.
 """
     if jigs:
         varied_text += f"""
@@ -1012,7 +1016,8 @@ as varied jigs in the tables. Formats: {', '.join(f'{k} {n}' for k, n in jigs['f
         heldout_text = f"""
 **Held-out corpora** (`mirflow.synth.scores.generate_heldout_corpus`, seed {args.heldout_seed},
 {args.heldout} tracks per stratum, {h['tracks']} tracks, {h['audio_s'] / 60:.0f} min): music no threshold
-was fitted on: string quartets, piano works, reels/hornpipes, jigs and slip jigs (6/8, 9/8) and folk
+was fitted on: string quartets, piano works, reels/hornpipes (two-beat reels at 90-115 beats a minute
+since stop 21, up to 200 before), jigs and slip jigs (6/8, 9/8) and folk
 songs from music21's corpus, rendered at the **notated beat** (the time signature's beat: dotted
 quarter in 6/8, half note in 2/2), a third of each with ±5 % rubato and a third with white noise
 (10-25 dB SNR) or a 64 kb/s MP3 round trip; slow Bach chorales (60-110 BPM) *not* in the tuning

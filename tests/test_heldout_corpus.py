@@ -46,6 +46,21 @@ def test_stratum_names_come_from_track_ids():
     assert heldout_stratum("zzz") == "other"
 
 
+def test_two_beat_reels_are_rendered_at_a_reels_speed():
+    """A reel in 2/2 or 2/4 gets 90-115 beats a minute, not the family's range up to 4/4 hornpipes' 200."""
+    from mirflow.synth.scores import REEL_TWO_BEAT_TEMPI, plan_heldout_corpus
+
+    plan = plan_heldout_corpus(n_per_stratum=8, seed=1, strata=("reel",))
+    two_beat = [t for t in plan if load_score(t.args["origin"], family="reel", number=t.args["number"])
+                .time_signature in ("2/2", "2/4")]
+    assert len(two_beat) >= 4
+    tempi = [t.args["tempo_bpm"] for t in two_beat]
+    lo, hi = REEL_TWO_BEAT_TEMPI
+    assert all(lo <= bpm <= hi for bpm in tempi), tempi
+    # the stratified draws keep their order and spread once scaled
+    assert tempi == sorted(tempi) and tempi[-1] - tempi[0] > (hi - lo) / 2
+
+
 # ---------------------------------------------------------------- the varied tuning corpus (issue 9)
 def test_find_pieces_skips_excluded_pieces():
     from mirflow.synth.scores import find_pieces, piece_id

@@ -47,10 +47,16 @@ FAMILY_PROGRAMS: dict[str, tuple[int, ...]] = {
 FAMILY_TEMPI: dict[str, tuple[float, float]] = {
     "quartet": (60.0, 140.0),
     "piano": (60.0, 140.0),
-    "reel": (90.0, 200.0),  # 2/2 reels: half notes 90-115; 4/4 hornpipes: quarters up to 200
+    "reel": (90.0, 200.0),  # 4/4 hornpipes: quarters up to 200; two-beat reels: REEL_TWO_BEAT_TEMPI
     "jig": (95.0, 135.0),  # dotted quarters
     "folksong": (70.0, 150.0),
 }
+#: Notated-beat tempo of a reel with two beats a bar (2/2, or 2/4's halved notation: the half note or
+#: the quarter) — 90-115 a minute, the range given above since the stratum was added. The family's
+#: range up to 200 is for 4/4 hornpipes' quarters, of which the reel pool holds none. Until stop 21
+#: every reel drew from the whole family range, so most were rendered up to 1.7 times a reel's speed
+#: (a 2/2 reel at 200 half notes a minute plays 13 eighths a second).
+REEL_TWO_BEAT_TEMPI: tuple[float, float] = (90.0, 115.0)
 _KEY_METHODS = ("krumhansl", "aarden", "temperleykostkapayne", "bellman")
 #: Pieces only the *varied tuning corpus* may draw on (``find_pieces(..., extra=True)``): the
 #: held-out piano pool has two usable pieces (Mozart K. 545, Clara Schumann's polonaise op. 1
@@ -658,10 +664,17 @@ def plan_heldout_corpus(
                 if not pieces:
                     break
                 origin, number = pieces[j % len(pieces)]
+                tempo = tempi[j]
+                if family == "reel":
+                    piece = load_score(origin, family=family, number=number)
+                    if piece is not None and piece.time_signature in ("2/2", "2/4"):
+                        # the same draw, scaled into the two-beat range (the other draws stay as they were)
+                        a, b = REEL_TWO_BEAT_TEMPI
+                        tempo = a + (tempo - lo) * (b - a) / (hi - lo)
                 deg = j in degrade
                 programs = FAMILY_PROGRAMS[family]
                 chosen = programs if family == "quartet" else (programs[int(rng.integers(len(programs)))],)
-                kwargs = dict(origin=origin, family=family, number=number, tempo_bpm=round(tempi[j], 1),
+                kwargs = dict(origin=origin, family=family, number=number, tempo_bpm=round(tempo, 1),
                               transpose=int(rng.integers(-5, 7)), programs=chosen,
                               rubato=0.05 if j in rubato else 0.0, backend=backend, max_duration_s=duration_s,
                               seed=int(rng.integers(2**31 - 1)),
