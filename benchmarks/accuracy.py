@@ -212,40 +212,46 @@ def render_varied(out: Path, per_stratum: int, seed: int, heldout: Path | None, 
     return manifest
 
 
-def render_tuning_jigs(out: Path, n: int, seed: int, heldout: list[Any], varied: Path | None,
-                       tuning_chorales: list[str], seeds_in_use: set[int]) -> Path:
-    """Render (or reuse) more jigs and slip jigs for the tuning corpus (issue 9, stop 20).
+def render_tuning_family(out: Path, family: str, n: int, seed: int, heldout: list[Any], varied: Path | None,
+                         more_tuning: Sequence[Path], tuning_chorales: list[str], seeds_in_use: set[int]) -> Path:
+    """Render (or reuse) more tracks of one held-out family for the tuning corpus (jigs, reels).
 
-    Jigs are where a tracker follows two eighths of 6/8 (a 3:2 error) and the
-    varied tuning corpus had only 12 of them, 4 with that error: too few to fit
-    the octave model's 3:2 level on. These are more pieces of the same family
-    (``generate_heldout_corpus(strata=('jig',))``) with ``seed``, none of the
-    held-out corpus's, the varied tuning tracks' or the earlier fresh held-out
-    corpora's (:data:`~mirflow.synth.scores.EARLIER_FRESH_SEEDS`, rendered before
-    these were added) pieces and seeds; the fresh corpus of this run keeps clear of
-    them in turn (:func:`render_fresh`). The folder is named ``varied-jigs-…``: the
-    tracks count as varied tuning jigs in the tables.
+    Jigs (stop 20) are where a tracker follows two eighths of 6/8 (a 3:2 error), and the
+    varied tuning corpus had only 12 of them, 4 with that error: too few to fit the octave
+    model's 3:2 level on. Reels at a reel's speed (stop 21) are where it follows the quarter
+    notes of a 2/2 reel (twice the beat), and the varied corpus's 12 reels held one such
+    track: the model moved them by its 3:2 level, to 4:3 of the beat (stop 22).
+
+    These are more pieces of the same family
+    (``generate_heldout_corpus(strata=(family,))``) with ``seed``, none of the held-out
+    corpus's, the varied tuning tracks', the other extra tuning tracks' (``more_tuning``)
+    or the earlier fresh held-out corpora's pieces of the family
+    (:data:`~mirflow.synth.scores.FRESH_BEFORE_TUNING`: rendered before these were
+    added) and none of their track seeds; the fresh corpus of this run keeps clear of
+    them in turn (:func:`render_fresh`). The folder is named ``varied-{family}s-…``:
+    the tracks count as varied tuning tracks of their stratum in the tables.
     """
     from mirflow.synth import fluidsynth_available, read_truth_jsonl
     from mirflow.synth.scores import (
-        EARLIER_FRESH_SEEDS,
+        FRESH_BEFORE_TUNING,
         generate_heldout_corpus,
-        tuning_jig_exclusions,
+        tuning_family_exclusions,
         varied_tuning_exclusions,
     )
 
-    if seed in seeds_in_use | set(EARLIER_FRESH_SEEDS):
-        raise SystemExit("--tuning-jigs-seed must differ from the other corpora's seeds")
-    pieces, seeds = tuning_jig_exclusions(heldout, read_truth_jsonl(varied) if varied is not None else [])
-    params = {**varied_params(n, seed, pieces, seeds, tuning_chorales), "strata": ["jig"], "extra_pieces": False}
-    root = out / f"varied-jigs-n{n}-seed{seed}"
-    manifest = _rendered(root, params, "tuning jigs", lambda: generate_heldout_corpus(
-        root, n_per_stratum=n, seed=seed, strata=("jig",), exclude_pieces=pieces, exclude_seeds=seeds,
+    if seed in seeds_in_use | set(FRESH_BEFORE_TUNING[family]):
+        raise SystemExit(f"--tuning-{family}s-seed must differ from the other corpora's seeds")
+    pieces, seeds = tuning_family_exclusions(family, heldout, read_truth_jsonl(varied) if varied is not None else [],
+                                             *(read_truth_jsonl(m) for m in more_tuning))
+    params = {**varied_params(n, seed, pieces, seeds, tuning_chorales), "strata": [family], "extra_pieces": False}
+    root = out / f"varied-{family}s-n{n}-seed{seed}"
+    manifest = _rendered(root, params, f"tuning {family}s", lambda: generate_heldout_corpus(
+        root, n_per_stratum=n, seed=seed, strata=(family,), exclude_pieces=pieces, exclude_seeds=seeds,
         duration_s=params["duration_s"], degrade_fraction=params["degrade_fraction"],
         rubato_fraction=params["rubato_fraction"], backend="fluidsynth" if fluidsynth_available() else "numpy"))
     got_pieces, got_seeds = varied_tuning_exclusions(read_truth_jsonl(manifest))
     if got_pieces & pieces or got_seeds & seeds:
-        raise SystemExit(f"the tuning jigs in {root} share pieces or seeds with a held-out or varied corpus; "
+        raise SystemExit(f"the tuning {family}s in {root} share pieces or seeds with a held-out or tuning corpus; "
                          "delete them to render them again")
     return manifest
 
@@ -258,15 +264,16 @@ def render_fresh(out: Path, per_stratum: int, seed: int, varied: Path | None, tu
     never used to fit or choose anything: the varied tuning tracks' pieces and seeds and the
     tuning chorales are excluded (the held-out corpus of ``--heldout-seed`` may share pieces
     with it: quartets and piano have only those left), and so are those of ``more_tuning``
-    (the tuning jigs). The reuse stamp records the varied corpus's exclusions alone, so
-    that adding tuning jigs that avoid this corpus's pieces keeps the corpus rendered
+    (the tuning jigs and reels). The reuse stamp records the varied corpus's exclusions alone, so
+    that adding tuning tracks that avoid this corpus's pieces keeps the corpus rendered
     before them; the check after it covers all the tuning music.
     """
     from mirflow.synth import fluidsynth_available, read_truth_jsonl
     from mirflow.synth.scores import generate_heldout_corpus, varied_tuning_exclusions
 
     if seed in seeds_in_use:
-        raise SystemExit("--fresh-seed must differ from --seed, --heldout-seed, --varied-seed and --tuning-jigs-seed")
+        raise SystemExit("--fresh-seed must differ from --seed, --heldout-seed, --varied-seed, --tuning-jigs-seed "
+                         "and --tuning-reels-seed")
     pieces, seeds = varied_tuning_exclusions(read_truth_jsonl(varied)) if varied is not None else (set(), set())
     params = {**varied_params(per_stratum, seed, pieces, seeds, tuning_chorales), "extra_pieces": False}
     for manifest in more_tuning:
@@ -293,10 +300,13 @@ FRESH_HISTORY: dict[int, str] = {
     4: ("Seed 4 was rendered and first measured on 2026-12-02 in stop 20, after every fit of that stop "
         "(the octave model with its 3:2 level, the calibration maps). In stop 21 its 20 reels were rendered "
         "again at a reel's speed (the other 120 files are unchanged) and references without a triad are no "
-        "longer scored for chords; nothing was fitted or chosen on it."),
+        "longer scored for chords; nothing was fitted or chosen on it. Stop 22 refitted the octave model and "
+        "the maps with 24 tuning reels added, after stop 21 had reported this corpus's reels tracked at "
+        "twice the beat and moved to 4:3 by the 3:2 level (none of its pieces is a tuning reel)."),
     6: ("Seed 6 was rendered and first measured on 2026-12-03 in stop 21 with stop 20's extractors, octave "
         "model and calibration maps; its reels were then rendered again at a reel's speed, as every corpus's "
-        "were, and measured once more."),
+        "were, and measured once more. Stop 22's refit (24 tuning reels added, none of this corpus's pieces) "
+        "came after both measurements."),
 }
 
 
@@ -463,10 +473,13 @@ def run_mirflow(pipeline: str, parts: list[tuple[Path, str]], out: Path, truth: 
         stale = set(tracks.loc[tracks["pipeline_version"] != cfg.fingerprint, "track_id"])
         tracks = tracks[tracks["pipeline_version"] == cfg.fingerprint]
         seconds.extend(float(v) for v in tracks["analysis_seconds"])
+        part = catalog_predictions(catalog)
         preds += [p if p.track_id not in stale else Prediction(p.track_id, p.paths, status="failed")
-                  for p in catalog_predictions(catalog)]
-        if stale:
-            notes.append(f"{len(stale)} tracks of {tag} only have rows from an older pipeline version "
+                  for p in part]
+        # a stale row of a file rewritten since answers for no path (catalog_predictions): not a failure
+        failed_stale = sum(1 for p in part if p.track_id in stale and p.paths)
+        if failed_stale:
+            notes.append(f"{failed_stale} tracks of {tag} only have rows from an older pipeline version "
                          "(counted as failed)")
         if wall_file.exists():
             walls.append(json.loads(wall_file.read_text()))
@@ -960,10 +973,12 @@ def _versions() -> str:
 def write_markdown(path: Path, results: list[Result], corpora: dict[str, dict[str, Any]], args: argparse.Namespace,
                    elapsed_s: float) -> None:
     c = corpora["tuning"]["parts"][0]
-    # the tuning parts in main()'s order: the generated corpus, the varied tracks, the tuning jigs
+    # the tuning parts in main()'s order: the generated corpus, the varied tracks, the tuning jigs and reels
     tuning_parts = iter(corpora["tuning"]["parts"][1:])
     v = next(tuning_parts, None) if args.varied > 0 else None
     jigs = next(tuning_parts, None) if args.tuning_jigs > 0 else None
+    reels = next(tuning_parts, None) if args.tuning_reels > 0 else None
+    extras = " and ".join(f"the {d['tracks']} {what} below" for d, what in ((jigs, "jigs"), (reels, "reels")) if d)
     h = corpora.get("held-out")
     fresh = corpora.get("fresh held-out")
     fmts = ", ".join(f"{k} {n}" for k, n in c["formats"].items())
@@ -998,9 +1013,8 @@ takes both, so the varied piano tracks come from other keyboard works and piano-
 music21's corpus (C. P. E. Bach H. 186, Beach, Schumann op. 48 no. 2, Clara Schumann op. 17,
 J. R. Johnson), rendered on a piano. Formats: {', '.join(f'{k} {n}' for k, n in v['formats'].items())}.
 The rhythm ensemble's octave model (`benchmarks/fit_octave.py`) and the confidence calibration are fitted
-on the whole tuning corpus (the {c['tracks']} tracks above, these {v['tracks']}{f" and the {jigs['tracks']} jigs below" if jigs else ""}),
-the calibration with every stratum weighted the same. The model and maps shipped now were fitted in stop 20,
-before stop 21 rendered the 12 varied reels again at a reel's speed: those 12 are outside their sample.
+on the whole tuning corpus (the {c['tracks']} tracks above, these {v['tracks']}{f", {extras}" if extras else ""}),
+the calibration with every stratum weighted the same.
 """
     if jigs:
         varied_text += f"""
@@ -1010,6 +1024,16 @@ the varied tracks or the earlier fresh held-out corpus (seed 3), which was rende
 varied corpus's 12 jigs held 4 that madmom tracks 3:2 too fast, too few to fit the octave model's
 3:2 level on; with these the tuning corpus has 16 such tracks (14 jigs, 2 piano pieces). They count
 as varied jigs in the tables. Formats: {', '.join(f'{k} {n}' for k, n in jigs['formats'].items())}.
+"""
+    if reels:
+        varied_text += f"""
+**Tuning reels** (`varied-reels-n{args.tuning_reels}-seed{args.tuning_reels_seed}`, stop 22): {reels['tracks']} more reels
+from the same generator (seed {args.tuning_reels_seed}), at a reel's speed, none of the pieces or seeds of the held-out
+corpus, the varied tracks, the tuning jigs or the fresh held-out corpora rendered before them (seeds 3, 4
+and 6). Once stop 21 rendered reels at 90-115 half notes a minute, madmom's tracker followed some at
+twice the beat; the varied corpus's 12 reels held one such track, so the octave model moved reels
+tracked at twice the beat by its 3:2 level, to 4:3 of the beat. They count as varied reels in the tables.
+Formats: {', '.join(f'{k} {n}' for k, n in reels['formats'].items())}.
 """
     heldout_text = ""
     if h:
@@ -1037,14 +1061,14 @@ stop 21 those 1.75 s per track were scored). Formats: {', '.join(f'{k} {v}' for 
 **Fresh held-out corpus** (`fresh-n{args.fresh}-seed{args.fresh_seed}`): the same generator and strata,
 seed {args.fresh_seed}, {args.fresh} tracks per stratum, {fresh['tracks']} tracks, {fresh['audio_s'] / 60:.0f} min, **rendered
 after the octave model and the confidence calibration were fitted** and used to fit or choose nothing:
-the tuning corpus's pieces and track seeds (varied tracks, tuning jigs, chorales) are excluded (checked
+the tuning corpus's pieces and track seeds (varied tracks, tuning jigs and reels, chorales) are excluded (checked
 on every run). {FRESH_HISTORY.get(args.fresh_seed, "")} Quartets and piano have no pieces left outside
 the tuning corpus and the other held-out corpus, so their pieces are that corpus's, rendered at other
 tempi, keys, instruments and degradations. Formats: {', '.join(f'{k} {n}' for k, n in fresh['formats'].items())}.
 """
     text = f"""# Accuracy: mirflow against each library's own recipe, tuning and held-out
 
-Generated by `benchmarks/accuracy.py{' --quick' if args.quick else ''} --n {args.n} --seed {args.seed} --heldout {args.heldout} --heldout-seed {args.heldout_seed} --varied {args.varied} --varied-seed {args.varied_seed} --tuning-jigs {args.tuning_jigs} --tuning-jigs-seed {args.tuning_jigs_seed}{f' --fresh {args.fresh} --fresh-seed {args.fresh_seed}' if args.fresh else ''} --systems {' '.join(args.systems)}{' --fit-calibration' if args.fit_calibration else ''}`
+Generated by `benchmarks/accuracy.py{' --quick' if args.quick else ''} --n {args.n} --seed {args.seed} --heldout {args.heldout} --heldout-seed {args.heldout_seed} --varied {args.varied} --varied-seed {args.varied_seed} --tuning-jigs {args.tuning_jigs} --tuning-jigs-seed {args.tuning_jigs_seed} --tuning-reels {args.tuning_reels} --tuning-reels-seed {args.tuning_reels_seed}{f' --fresh {args.fresh} --fresh-seed {args.fresh_seed}' if args.fresh else ''} --systems {' '.join(args.systems)}{' --fit-calibration' if args.fit_calibration else ''}`
 on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} (this invocation {elapsed_s / 60:.0f} min; work already in
 its `--out` folder from earlier invocations was reused);
 {os.cpu_count()} cores ({cpu_name()}), shared with other work; {_versions()}.
@@ -1148,6 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
         HELDOUT_SEED,
         TUNING_JIGS,
         TUNING_JIGS_SEED,
+        TUNING_REELS,
+        TUNING_REELS_SEED,
         VARIED_PER_STRATUM,
         VARIED_SEED,
     )
@@ -1164,6 +1190,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="more jigs and slip jigs for the tuning corpus, none of any held-out corpus's pieces "
                          "(default %(default)s; 0 = none)")
     ap.add_argument("--tuning-jigs-seed", type=int, default=TUNING_JIGS_SEED, help="their seed (default %(default)s)")
+    ap.add_argument("--tuning-reels", type=int, default=TUNING_REELS,
+                    help="more reels for the tuning corpus, none of any held-out corpus's pieces "
+                         "(default %(default)s; 0 = none)")
+    ap.add_argument("--tuning-reels-seed", type=int, default=TUNING_REELS_SEED,
+                    help="their seed (default %(default)s)")
     ap.add_argument("--fresh", type=int, default=0,
                     help="tracks per stratum of a fresh held-out corpus: the held-out families with none of the "
                          f"tuning corpus's pieces or seeds (0 = none; {FRESH_PER_STRATUM} is the documented run)")
@@ -1220,15 +1251,20 @@ def main(argv: list[str] | None = None) -> int:
         varied = render_varied(out, args.varied, args.varied_seed, heldout, args.heldout, args.heldout_seed,
                                tuning_chorales)
         manifests["tuning"].append((varied, f"varied-n{args.varied}-seed{args.varied_seed}"))
-    jigs = []
-    if args.tuning_jigs > 0:
-        jigs = [render_tuning_jigs(out, args.tuning_jigs, args.tuning_jigs_seed,
-                                   _heldout_tracks(heldout, args.heldout, args.heldout_seed, tuning_chorales),
-                                   varied, tuning_chorales, {args.seed, args.heldout_seed, args.varied_seed})]
-        manifests["tuning"].append((jigs[0], f"varied-jigs-n{args.tuning_jigs}-seed{args.tuning_jigs_seed}"))
+    extra_tuning: list[Path] = []  # the tuning jigs, then the tuning reels
+    for family, n_extra, extra_seed in (("jig", args.tuning_jigs, args.tuning_jigs_seed),
+                                        ("reel", args.tuning_reels, args.tuning_reels_seed)):
+        if n_extra > 0:
+            extra_tuning.append(render_tuning_family(
+                out, family, n_extra, extra_seed,
+                _heldout_tracks(heldout, args.heldout, args.heldout_seed, tuning_chorales), varied, extra_tuning,
+                tuning_chorales, {args.seed, args.heldout_seed, args.varied_seed, args.tuning_jigs_seed,
+                                  args.tuning_reels_seed} - {extra_seed}))
+            manifests["tuning"].append((extra_tuning[-1], f"varied-{family}s-n{n_extra}-seed{extra_seed}"))
     if args.fresh > 0:
         fresh = render_fresh(out, args.fresh, args.fresh_seed, varied, tuning_chorales,
-                             {args.seed, args.heldout_seed, args.varied_seed, args.tuning_jigs_seed}, jigs)
+                             {args.seed, args.heldout_seed, args.varied_seed, args.tuning_jigs_seed,
+                              args.tuning_reels_seed}, extra_tuning)
         manifests["fresh held-out"] = [(fresh, f"fresh-n{args.fresh}-seed{args.fresh_seed}")]
     parts = {name: {tag: describe_corpus(m) for m, tag in ps} for name, ps in manifests.items()}
     corpora = {name: merge_descriptions(list(d.values())) for name, d in parts.items()}

@@ -394,8 +394,13 @@ def catalog_predictions(catalog: Any, track_ids: Iterable[str] | None = None) ->
         chords = con.sql("SELECT track_id, start_s, end_s, label FROM chords ORDER BY track_id, start_s").df()
     con.close()
     paths: dict[str, list[str]] = {}
+    current = dict(zip(files["path"], files["track_id"], strict=True))
     for tid, p in zip(tracks["track_id"], tracks["path"], strict=True):
-        paths.setdefault(tid, []).append(p)
+        # A file rewritten since this track was analysed now holds another track (``files`` says
+        # which): the old row keeps its values but no longer answers for that path.
+        paths.setdefault(tid, [])
+        if current.get(p, tid) == tid:
+            paths[tid].append(p)
     for tid, p in zip(files["track_id"], files["path"], strict=True):
         if p not in paths.setdefault(tid, []):
             paths[tid].append(p)
@@ -407,7 +412,7 @@ def catalog_predictions(catalog: Any, track_ids: Iterable[str] | None = None) ->
         c = chords_by.get(row.track_id)
         preds.append(Prediction(
             track_id=row.track_id,
-            paths=paths.get(row.track_id, [row.path]),
+            paths=paths[row.track_id],
             key=None if _is_missing(row.key) else str(row.key),
             tempo=_float_or_none(row.tempo_bpm),
             beats=None if b is None else b["time_s"].to_numpy(dtype=float),

@@ -22,6 +22,7 @@ from mirflow.catalog import Catalog, conform, path_key
 from mirflow.cli.main import main
 from mirflow.errors import ConfigError
 from mirflow.evaluate import (
+    catalog_predictions,
     chord_scores,
     evaluate,
     key_scores,
@@ -310,3 +311,21 @@ def test_not_a_catalog_is_a_config_error(tmp_path: Path, setup) -> None:
     _, truth, _ = setup
     with pytest.raises(ConfigError):
         evaluate(tmp_path / "no-catalog", truth)
+
+
+def test_a_row_of_a_file_rewritten_since_does_not_answer_for_its_path(setup) -> None:
+    """The file at a path was analysed, then rewritten with other audio and analysed again: the catalog
+    keeps the old track's row (same path) and ``files`` names the new track. Only the new one is scored."""
+    catalog, truth, audio = setup
+    old_tid = _track_id("exact.wav, before it was rewritten")
+    Catalog(catalog).write_part("tracks", old_tid, conform("tracks", {
+        "track_id": [old_tid], "path": [str(audio / "exact.wav")], "file_size_bytes": [900], "pipeline": ["default"],
+        "pipeline_version": ["test"], "mirflow_version": ["0"], "analyzed_at": [NOW],
+        "analysis_sample_rate_hz": [44100], "downmix": ["mean"], "lineage": ["{}"], "analysis_seconds": [0.1],
+        "duration_s": [30.0], "key": ["F# major"], "tempo_bpm": [61.0],
+    }, fill_missing=True))
+    preds = {p.track_id: p for p in catalog_predictions(catalog)}
+    assert preds[old_tid].paths == [] and preds[old_tid].key == "F# major"
+    assert str(audio / "exact.wav") in preds[_track_id("exact.wav")].paths
+    per_track, _ = evaluate(catalog, truth)
+    _check(per_track, ["exact.wav"])

@@ -85,14 +85,14 @@ def test_plan_refuses_an_excluded_seed_and_keeps_its_draws_without_exclusions():
 @pytest.mark.slow
 def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldout_corpus():
     """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 12 × seed 2, tuning jigs
-    24 × seed 5, fresh 20 × seed 4, and stop 19's fresh 20 × seed 3): the tuning corpus and each held-out
-    corpus are disjoint sets.
+    24 × seed 5, tuning reels 24 × seed 7, fresh 20 × seed 4, and the fresh corpora rendered before the
+    tuning jigs or reels: seeds 3 and 6): the tuning corpus and each held-out corpus are disjoint sets.
 
     ``benchmarks/accuracy.py`` also checks the rendered corpora on every run.
     """
     from mirflow.synth.corpus import find_chorales
     from mirflow.synth.scores import (
-        EARLIER_FRESH_SEEDS,
+        FRESH_BEFORE_TUNING,
         FRESH_PER_STRATUM,
         FRESH_SEED,
         HELDOUT_PER_STRATUM,
@@ -100,10 +100,12 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
         HELDOUT_STRATA,
         TUNING_JIGS,
         TUNING_JIGS_SEED,
+        TUNING_REELS,
+        TUNING_REELS_SEED,
         VARIED_PER_STRATUM,
         VARIED_SEED,
         plan_heldout_corpus,
-        tuning_jig_exclusions,
+        tuning_family_exclusions,
         varied_tuning_exclusions,
     )
 
@@ -126,28 +128,37 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
     assert not {t.seed for t in heldout} & {t.seed for t in varied}
     swing_specs = [t.args["spec"] for t in heldout + varied if t.kind == "swing"]
     assert len({s.seed for s in swing_specs}) == len(swing_specs)
-    # the tuning jigs keep clear of the held-out corpus, the varied tracks and stop 19's fresh corpus
+    # the tuning jigs keep clear of the held-out corpus, the varied tracks and stop 19's fresh corpus;
+    # the tuning reels of those, the jigs and the fresh corpora of stops 19-21
     vpieces, vseeds = varied_tuning_exclusions(varied)
-    jig_pieces, jig_seeds = tuning_jig_exclusions(heldout, varied)
+    jig_pieces, jig_seeds = tuning_family_exclusions("jig", heldout, varied)
     jigs = plan_heldout_corpus(n_per_stratum=TUNING_JIGS, seed=TUNING_JIGS_SEED, strata=("jig",),
                                exclude_pieces=jig_pieces, exclude_seeds=jig_seeds)
-    tuning_pieces = varied_pieces | {t.piece for t in jigs} | set(tuning_chorales)
-    tuning_seeds = vseeds | {t.seed for t in jigs}
-    assert len({t.piece for t in jigs}) == TUNING_JIGS and not {t.piece for t in jigs} & (heldout_pieces | vpieces)
+    reel_pieces, reel_seeds = tuning_family_exclusions("reel", heldout, varied, jigs)
+    reels = plan_heldout_corpus(n_per_stratum=TUNING_REELS, seed=TUNING_REELS_SEED, strata=("reel",),
+                                exclude_pieces=reel_pieces, exclude_seeds=reel_seeds)
+    extra_pieces = {t.piece for t in jigs + reels}
+    tuning_pieces = varied_pieces | extra_pieces | set(tuning_chorales)
+    tuning_seeds = vseeds | {t.seed for t in jigs + reels}
+    assert len(extra_pieces) == TUNING_JIGS + TUNING_REELS and not extra_pieces & (heldout_pieces | vpieces)
+    assert {t.stratum for t in reels} == {"reels and hornpipes (fast)"}
     # the fresh held-out corpus (rendered after the fits) keeps clear of the whole tuning corpus
-    assert FRESH_SEED not in (VARIED_SEED, HELDOUT_SEED, TUNING_JIGS_SEED, 0, *EARLIER_FRESH_SEEDS)
-    jpieces, jseeds = varied_tuning_exclusions(jigs)
+    assert FRESH_SEED not in (VARIED_SEED, HELDOUT_SEED, TUNING_JIGS_SEED, TUNING_REELS_SEED, 0)
+    extra_tuning_pieces, extra_tuning_seeds = varied_tuning_exclusions(jigs + reels)
     fresh = plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=FRESH_SEED, exclude_chorales=tuning_chorales,
-                                exclude_pieces=vpieces | jpieces, exclude_seeds=vseeds | jseeds)
+                                exclude_pieces=vpieces | extra_tuning_pieces,
+                                exclude_seeds=vseeds | extra_tuning_seeds)
     fresh_pieces = {t.piece for t in fresh if t.piece}
     assert len(fresh_pieces) >= 40 and not fresh_pieces & tuning_pieces
     assert not {t.seed for t in fresh} & tuning_seeds
     fresh_swing = {t.args["spec"].seed for t in fresh if t.kind == "swing"}
     assert len(fresh_swing) == FRESH_PER_STRATUM and not fresh_swing & {s.seed for s in swing_specs}
-    # stop 19's fresh corpus (seed 3, drawn with the varied tracks excluded, before the tuning jigs
-    # existed) shares no jig with them; its other strata exclude the same tuning music as before (the
-    # varied tracks and the chorales), and a family's pieces are drawn apart from the others' (find_pieces)
-    for seed in EARLIER_FRESH_SEEDS:
-        earlier = plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=seed, strata=("jig",),
-                                      exclude_pieces=vpieces)
-        assert len(earlier) == FRESH_PER_STRATUM and not {t.piece for t in earlier} & tuning_pieces
+    # the fresh corpora rendered before a family's tuning tracks (drawn with the varied tracks excluded)
+    # share none of that family's pieces with them; their other strata exclude the same tuning music as
+    # before (the varied tracks and the chorales), and a family's pieces are drawn apart from the others'
+    # (find_pieces)
+    for family in ("jig", "reel"):
+        for seed in FRESH_BEFORE_TUNING[family]:
+            earlier = plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=seed, strata=(family,),
+                                          exclude_pieces=vpieces)
+            assert len(earlier) == FRESH_PER_STRATUM and not {t.piece for t in earlier} & tuning_pieces

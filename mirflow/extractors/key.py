@@ -257,8 +257,9 @@ class KeyExtractor(Extractor):
     # the ensemble keeps its raw probability, which cross-validation preferred); 4: the CQT chroma
     # tuned by the STFT chroma's tuning estimate (one estimate instead of two); 5: the essentia and
     # librosa backends' confidence maps refitted on the 84-track varied tuning corpus; 6: those maps
-    # refitted again with the 24 tuning jigs
-    version = "6"
+    # refitted again with the 24 tuning jigs; 7: and with the 24 tuning reels (the ensemble's map is
+    # still the identity)
+    version = "7"
     Params = KeyParams
     columns = ("key", "key_tonic", "key_mode", "key_jams", "key_camelot", "key_openkey",
                "key_confidence", "key_alt", "key_alt_confidence")

@@ -306,7 +306,9 @@ class RhythmExtractor(Extractor):
     # 7: the tempo octave from the fitted octave model (_octave.py, octave_model.json)
     # 8: the 3:2 level in the fitted model too (two eighths of 6/8; the old rule a floor under it),
     #    a 3:2 grid tracked again by the DBN at two thirds of the tempo
-    version = "8"
+    # 9: the octave model refitted with reels at a reel's speed (the 12 varied reels rendered again,
+    #    24 tuning reels added: benchmarks/accuracy.py --tuning-reels), and the tempo map after it
+    version = "9"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")
