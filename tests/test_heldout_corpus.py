@@ -131,6 +131,10 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
     # the tuning jigs keep clear of the held-out corpus, the varied tracks and stop 19's fresh corpus;
     # the tuning reels of those, the jigs and the fresh corpora of stops 19-21
     vpieces, vseeds = varied_tuning_exclusions(varied)
+    # drawn first, while music21's parsed pieces are in load_score's cache for the exclusions below
+    earlier = {(family, seed): plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=seed, strata=(family,),
+                                                   exclude_pieces=vpieces)
+               for family in ("jig", "reel") for seed in FRESH_BEFORE_TUNING[family]}
     jig_pieces, jig_seeds = tuning_family_exclusions("jig", heldout, varied)
     jigs = plan_heldout_corpus(n_per_stratum=TUNING_JIGS, seed=TUNING_JIGS_SEED, strata=("jig",),
                                exclude_pieces=jig_pieces, exclude_seeds=jig_seeds)
@@ -157,8 +161,5 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
     # share none of that family's pieces with them; their other strata exclude the same tuning music as
     # before (the varied tracks and the chorales), and a family's pieces are drawn apart from the others'
     # (find_pieces)
-    for family in ("jig", "reel"):
-        for seed in FRESH_BEFORE_TUNING[family]:
-            earlier = plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=seed, strata=(family,),
-                                          exclude_pieces=vpieces)
-            assert len(earlier) == FRESH_PER_STRATUM and not {t.piece for t in earlier} & tuning_pieces
+    for plan in earlier.values():
+        assert len(plan) == FRESH_PER_STRATUM and not {t.piece for t in plan} & tuning_pieces
