@@ -395,11 +395,14 @@ def catalog_predictions(catalog: Any, track_ids: Iterable[str] | None = None) ->
     con.close()
     paths: dict[str, list[str]] = {}
     current = dict(zip(files["path"], files["track_id"], strict=True))
+    failed_paths = set(errors["path"])
     for tid, p in zip(tracks["track_id"], tracks["path"], strict=True):
         # A file rewritten since this track was analysed now holds another track (``files`` says
-        # which): the old row keeps its values but no longer answers for that path.
+        # which), or failed in a later run (it changed while read: no ``files`` row, an ``errors``
+        # row): the old row keeps its values but no longer answers for that path. The rule of
+        # mirflow.query's current_tracks view.
         paths.setdefault(tid, [])
-        if current.get(p, tid) == tid:
+        if current.get(p) == tid or (p not in current and p not in failed_paths):
             paths[tid].append(p)
     for tid, p in zip(files["track_id"], files["path"], strict=True):
         if p not in paths.setdefault(tid, []):

@@ -152,13 +152,17 @@ def test_analyze_s3_inputs_into_s3_catalog_and_query(tmp_path, bucket):
     assert again.analyzed == 0 and again.skipped == n
     assert_accounted(catalog, [inputs], again)
 
-    # An object rewritten with other audio is analyzed anew; its old track stays only if another path has it.
+    # An object rewritten with other audio is analyzed anew; its old analysis stays in tracks (history,
+    # by track id) and leaves current_tracks, so every path is listed once.
     write_audio(tmp_path / "new.flac", tone_mix(4.0, freqs=(500.0, 750.0), seed=99))
     fs.put(str(tmp_path / "new.flac"), f"{name}/music/album 1/t01.flac")
     fs.invalidate_cache()
     third, _ = analyze([inputs], catalog, pipeline=_pipeline(tmp_path), cluster=opts, progress=None)
     assert third.analyzed == 1
     assert_accounted(catalog, [inputs], third)
+    con = connect(catalog)
+    assert con.execute("select count(*) from tracks").fetchone()[0] == n + 1
+    assert con.execute("select count(*), count(distinct path) from current_tracks").fetchone() == (n, n)
 
 
 def test_cli_query_and_damaged_part_on_s3(tmp_path, bucket):

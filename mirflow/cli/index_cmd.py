@@ -85,8 +85,10 @@ def _track_of_path(catalog: str, path: str) -> str:
     con = connect(catalog)
     candidates = list(dict.fromkeys([path, os.path.abspath(path), os.path.realpath(path)]))
     for p in candidates:
-        row = con.execute("SELECT track_id FROM files WHERE path = ? UNION ALL "
-                          "SELECT track_id FROM tracks WHERE path = ? LIMIT 1", [p, p]).fetchone()
+        # files first: it names the track a path holds now (a rewritten file's old track keeps
+        # the path in tracks); current_tracks for catalogs whose files table lacks the path.
+        row = (con.execute("SELECT track_id FROM files WHERE path = ?", [p]).fetchone()
+               or con.execute("SELECT track_id FROM current_tracks WHERE path = ? LIMIT 1", [p]).fetchone())
         if row is not None:
             return row[0]
     raise CatalogError(f"{path} is not in catalog {catalog} (neither files.path nor tracks.path); "

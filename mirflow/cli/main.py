@@ -459,8 +459,10 @@ mirflow analyze ~/music --catalog cat/ --pipeline permissive --log-format json -
 
     q = _command(sub, "query", help="SQL (DuckDB) over a catalog's tables",
                  description="Run one SQL statement over the catalog: every table is a view (tracks, files, "
-                             "errors, beats, chords, embeddings, embeddings_<model>, tags, …; see docs/tables.md).",
-                 examples="""mirflow query cat/ "select key, count(*) n from tracks group by key order by n desc"
+                             "errors, beats, chords, embeddings, embeddings_<model>, tags, …; see docs/tables.md). "
+                             "current_tracks is tracks less the old analyses of files rewritten since, each track "
+                             "at the path it is at now: count and list from it.",
+                 examples="""mirflow query cat/ "select key, count(*) n from current_tracks group by key order by n desc"
 mirflow query cat/ "select stage, count(*) from errors group by stage"
 mirflow query cat/ "select r, count(*) from (select unnest(empty_reasons) r from tracks) group by r"
 mirflow query cat/ "select * from tracks where tempo_bpm between 120 and 130" --output fast.csv""")

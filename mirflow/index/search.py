@@ -337,7 +337,10 @@ def similar(catalog: str | os.PathLike[str] | Catalog, *, track_id: str | None =
             log.info("%s (build one with `mirflow index build %s --embedding %s`)",
                      index.info.message, cat.url, embedding)
     con = connect(cat)
-    exclude: list[str] = []
+    # Audio no path holds any more (a file rewritten since) is not offered as a neighbour: its
+    # vector may still be in the index, which is keyed by track id (see CURRENT_TRACKS_VIEW).
+    exclude: list[str] = [r[0] for r in con.execute(
+        "SELECT track_id FROM tracks EXCEPT SELECT track_id FROM current_tracks").fetchall()]
     if track_id is not None:
         row = con.execute("SELECT tempo_bpm, key FROM tracks WHERE track_id = ?", [track_id]).fetchone()
         if track_id in index:
@@ -363,7 +366,7 @@ def similar(catalog: str | os.PathLike[str] | Catalog, *, track_id: str | None =
         conditions.insert(0, f"({where})")
     allowed = None
     if conditions:
-        sql = "SELECT track_id FROM tracks WHERE " + " AND ".join(conditions)
+        sql = "SELECT track_id FROM current_tracks WHERE " + " AND ".join(conditions)
         try:
             allowed = [r[0] for r in con.execute(sql, params).fetchall()]
         except duckdb.Error as exc:
@@ -388,7 +391,7 @@ def _neighbour_table(con, found: list[tuple[str, float]], query_tempo_bpm: float
                      query_key: str | None) -> pd.DataFrame:
     ids = [t for t, _ in found]
     meta = con.execute(
-        "SELECT track_id, path, tempo_bpm, key, key_camelot FROM tracks WHERE list_contains(?::VARCHAR[], track_id)",
+        "SELECT track_id, path, tempo_bpm, key, key_camelot FROM current_tracks WHERE list_contains(?::VARCHAR[], track_id)",
         [ids]).df().drop_duplicates("track_id").set_index("track_id") if ids else None
     rows = []
     q_tempo = float(query_tempo_bpm) if query_tempo_bpm is not None and not pd.isna(query_tempo_bpm) else None

@@ -52,7 +52,9 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
     (embeddings) get one view per partition, ``embeddings_<model>``, whose
     ``embedding`` column is a ``FLOAT[N]`` array (so
     ``array_cosine_similarity`` works), plus an ``embeddings`` view over all
-    models with variable-length ``FLOAT[]`` vectors.
+    models with variable-length ``FLOAT[]`` vectors. ``current_tracks`` is
+    ``tracks`` less the rows of audio no path holds any more (a file rewritten
+    with other audio), each at its current path (:data:`CURRENT_TRACKS_VIEW`).
 
     The views read explicit lists of files: the table's compacted
     generation plus the loose parts written since (see docs/scale.md; a
@@ -102,9 +104,37 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
             con.execute(f"CREATE OR REPLACE VIEW {name} AS " + " UNION ALL ".join(selects))
         else:
             _empty_view(con, name)
+    con.execute(CURRENT_TRACKS_VIEW)
     if read_only:
         lock_down(con, allowed_paths=native or ())
     return con
+
+
+#: ``current_tracks``: the ``tracks`` rows of the audio the catalog's paths hold now, each with the
+#: path it is at. Tracks are content-addressed, so a file rewritten with other audio and analysed
+#: again leaves the old track's row under the same ``tracks.path``; ``files`` says which track each
+#: path holds now. A track is current when ``files`` lists it at some path, or when its path has
+#: neither a ``files`` row (a catalog written before ``files`` kept one) nor an ``errors`` row (a file
+#: that changed during a later run loses its ``files`` row: the old track no longer answers for it);
+#: its ``path`` (and ``path_bytes``) is
+#: ``tracks.path`` when ``files`` agrees, else the first path ``files`` gives it (a moved file).
+#: The superseded rows stay in ``tracks`` (history, readable by track id); listings, exports,
+#: similarity results and duplicate groups read this view, so no path is served twice.
+CURRENT_TRACKS_VIEW = """
+CREATE OR REPLACE VIEW current_tracks AS
+WITH here AS (
+    SELECT track_id, min(path) AS path, arg_min(path_bytes, path) AS path_bytes FROM files GROUP BY track_id
+)
+SELECT t.* REPLACE (
+    CASE WHEN f.track_id IS NULL OR f.track_id = t.track_id THEN t.path ELSE h.path END AS path,
+    CASE WHEN f.track_id IS NULL OR f.track_id = t.track_id THEN t.path_bytes ELSE h.path_bytes END AS path_bytes
+)
+FROM tracks t
+LEFT JOIN files f ON f.path = t.path
+LEFT JOIN here h ON h.track_id = t.track_id
+WHERE f.track_id = t.track_id OR h.track_id IS NOT NULL
+   OR (f.track_id IS NULL AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.path = t.path))
+"""
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, *, allowed_paths: Iterable[str] = ()) -> None:

@@ -50,7 +50,7 @@ __all__ = ["DEFAULT_QUERY", "JAMS_MARKER", "JamsExportSummary", "QueryExportSumm
 log = logging.getLogger(__name__)
 
 #: What ``mirflow export csv|parquet`` writes without ``--query``.
-DEFAULT_QUERY = "select * from tracks"
+DEFAULT_QUERY = "select * from current_tracks"
 #: File in a JAMS export folder that marks it as one (so a later export may replace it).
 JAMS_MARKER = ".mirflow-jams-export.json"
 JAMS_EXPORT_FORMAT = "mirflow-jams-export"
@@ -364,20 +364,21 @@ def _replace_dir(tmp: Path, out: Path, *, force: bool) -> None:
 
 
 def _selected_tracks(cat: Catalog, query: str | None) -> list[str]:
-    """Track ids to export: every track, or the ``track_id`` column of ``query``."""
+    """Track ids to export: the tracks the catalog's paths hold now (``current_tracks``: not the old
+    analysis of a file rewritten since, whose JAMS would claim the path), or the ``track_id`` column
+    of ``query``."""
     # read_table, not a listing of part files: compacted tracks have none.
     ids = sorted(cat.read_table("tracks", columns=["track_id"]).column("track_id").to_pylist())
-    if query is None:
-        return ids
     import duckdb
 
     from mirflow.query import check_read_only, connect
 
-    check_read_only(_sql_text(query))
+    sql = "SELECT track_id FROM current_tracks" if query is None else _sql_text(query)
+    check_read_only(sql)
     con = connect(cat)
     try:
         try:
-            rel = con.sql(_sql_text(query))
+            rel = con.sql(sql)
             if rel is None or "track_id" not in rel.columns:
                 raise ConfigError("the --query for the JAMS export must return a track_id column")
             wanted = {r[0] for r in rel.select("track_id").fetchall()}
@@ -408,7 +409,7 @@ def export_jams(catalog: str | os.PathLike[str] | Catalog, *, out: str | os.Path
         export is replaced only with ``force``; anything else is refused.
     query : str, optional
         DuckDB SQL over the catalog views returning a ``track_id`` column:
-        export only those tracks (default: every track).
+        export only those tracks (default: every track a path holds now, ``current_tracks``).
     force : bool
         Replace a previous JAMS export in ``out``.
     workers : int

@@ -29,7 +29,7 @@ def plot_catalog(catalog: str | os.PathLike[str], out_dir: str | os.PathLike[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     con = connect(catalog)
-    tracks = con.sql("select * from tracks").df()
+    tracks = con.sql("select * from current_tracks").df()
     written: list[Path] = []
     plt = _figure()
     if "tempo_bpm" in tracks and tracks["tempo_bpm"].notna().any():

@@ -257,13 +257,13 @@ def _columns(con, table: str) -> list[str]:
 
 
 def _tracks(con) -> pd.DataFrame:
-    """The tracks columns the report uses (absent ones as nulls), one row per track."""
+    """The tracks columns the report uses (absent ones as nulls), one row per track a path holds now."""
     present = set(_columns(con, "tracks"))
     wanted = [c for c in _TRACK_COLUMNS if c in present]
     select = ", ".join([f'"{c}"' for c in wanted]
                        + (["md5(lineage) as lineage_md5"] if "lineage" in present else [])
                        + ([f'"{REASON_COLUMN}"'] if REASON_COLUMN in present else []))
-    df = con.execute(f"select {select} from tracks").df() if select else pd.DataFrame()
+    df = con.execute(f"select {select} from current_tracks").df() if select else pd.DataFrame()
     for c in (*_TRACK_COLUMNS, REASON_COLUMN):
         if c not in df:
             df[c] = pd.Series([None] * len(df), dtype=object)
@@ -408,7 +408,7 @@ def _tempo(page: _Page, tracks: pd.DataFrame) -> None:
                                               "alt confidence", "alt / BPM"], rows))
     if len(t) > len(least):
         body += ('<p class="hint">All of them: <code>mirflow query CATALOG "select path, tempo_bpm, '
-                 'tempo_confidence, tempo_alt_bpm, tempo_alt_confidence from tracks order by tempo_confidence"'
+                 'tempo_confidence, tempo_alt_bpm, tempo_alt_confidence from current_tracks order by tempo_confidence"'
                  "</code></p>")
     page.add("tempo", "Tempo", f'<div class="flex">{figure}<div>{body}</div></div>')
 

@@ -166,10 +166,15 @@ def is_lossless(codec: str | None) -> bool:
 
 # --------------------------------------------------------------------------- reading
 def _read(catalog: str | os.PathLike[str] | Catalog) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """Tracks (id, path, codec, bit rate, duration) and their fingerprints (None-free list, aligned)."""
+    """Tracks (id, path, codec, bit rate, duration) and their fingerprints (None-free list, aligned).
+
+    Only the audio the catalog's paths hold now (``current_tracks``): the old track of a file re-tagged
+    or re-encoded in place is the same recording at the same path, and grouping the two would offer
+    the live file as the copy to delete.
+    """
     con = connect(catalog)
     tracks = con.sql(
-        "SELECT track_id, path, codec, bit_rate_bps, duration_s FROM tracks ORDER BY track_id").df()
+        "SELECT track_id, path, codec, bit_rate_bps, duration_s FROM current_tracks ORDER BY track_id").df()
     fps = con.sql("SELECT track_id, fingerprint FROM fingerprints ORDER BY track_id").arrow()
     if hasattr(fps, "read_all"):  # DuckDB returns a RecordBatchReader in some versions
         fps = fps.read_all()

@@ -128,7 +128,8 @@ _CATEGORY_SOURCES = ("key_tonic", "key_mode", "key_camelot", "meter")
 
 
 def _read_tracks(con) -> pd.DataFrame:
-    """The ``tracks`` columns the export uses (not the lineage JSON and run facts), in track_id order.
+    """The ``tracks`` columns the export uses (not the lineage JSON and run facts), in track_id order,
+    of the audio the catalog's paths hold now (``current_tracks``).
 
     A catalog written before a column existed lacks it; it is read as null.
     """
@@ -138,7 +139,7 @@ def _read_tracks(con) -> pd.DataFrame:
     wanted += [c.name for c in spec.columns if c.name not in NOT_FEATURES and c.name not in wanted
                and (c.type in _SCALAR_TYPES or _VECTOR_TYPE.match(c.type))]
     select = ", ".join(c if c in present else f"NULL AS {c}" for c in wanted)
-    return con.sql(f"SELECT {select} FROM tracks ORDER BY track_id").df()
+    return con.sql(f"SELECT {select} FROM current_tracks ORDER BY track_id").df()
 
 
 def _describe(name: str) -> str:

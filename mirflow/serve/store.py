@@ -125,7 +125,7 @@ class CatalogStore:
         self.summary_columns: tuple[str, ...] = tuple(c for c in SUMMARY_COLUMNS if c in columns)
         self._track_columns: tuple[str, ...] = tuple(table_schema("tracks").names)
         self._con.execute(
-            f"CREATE TABLE {_SUMMARY_TABLE} AS SELECT {', '.join(self.summary_columns)} FROM tracks"
+            f"CREATE TABLE {_SUMMARY_TABLE} AS SELECT {', '.join(self.summary_columns)} FROM current_tracks"
         )
         self.locked_down = _lock_down(self._con, self.catalog.root)
         self.track_count: int = self._con.execute(f"SELECT count(*) FROM {_SUMMARY_TABLE}").fetchone()[0]

@@ -252,6 +252,34 @@ def beat_label(notes: np.ndarray, start: float, end: float, transpose: int = 0) 
 _KEY_METHODS = ("krumhansl", "aarden", "temperleykostkapayne", "bellman")
 
 
+def agreed_key(score: Any) -> tuple[int, str] | None:
+    """The key music21's four profile methods (:data:`_KEY_METHODS`) agree on, or None.
+
+    Each method's ``process`` gives the top solution (tonic, mode, correlation);
+    ``score.analyze`` gives the same tonic and mode but first builds a music21
+    ``Key`` for each of the 23 alternatives, which was two thirds of the time spent
+    finding usable pieces (measured on the disjointness test's 474 scores, stop 23).
+
+    Returns
+    -------
+    (tonic pitch class, mode) or None
+        None when a method fails or two methods disagree.
+    """
+    from music21.analysis import discrete
+
+    flat = score.flatten()
+    keys: set[tuple[int, str]] = set()
+    for method in _KEY_METHODS:
+        try:
+            (tonic, mode, _), _ = discrete.analysisClassFromMethodName(method)().process(flat)
+        except Exception:  # noqa: BLE001 - no key analysis, no trusted key
+            return None
+        keys.add((int(tonic.pitchClass), str(mode)))
+        if len(keys) > 1:  # the methods disagree: no trusted key
+            return None
+    return keys.pop()
+
+
 def _corpus_root() -> Path:
     from music21 import corpus
 
@@ -333,13 +361,10 @@ def load_chorale(origin: str) -> ChoraleScore | None:
         b1[0] - b0[0] != 1.0 for b0, b1 in zip(beats, beats[1:], strict=False)
     ):
         return None
-    keys = {
-        (int(k.tonic.pitchClass), str(k.mode))
-        for k in (score.analyze(f"key.{method}") for method in _KEY_METHODS)
-    }
-    if len(keys) != 1:
+    agreed = agreed_key(score)
+    if agreed is None:
         return None
-    tonic, mode = keys.pop()
+    tonic, mode = agreed
     if mode not in ("major", "minor"):
         return None
     signatures = list(score.recurse().getElementsByClass("KeySignature"))

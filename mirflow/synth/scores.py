@@ -57,7 +57,6 @@ FAMILY_TEMPI: dict[str, tuple[float, float]] = {
 #: every reel drew from the whole family range, so most were rendered up to 1.7 times a reel's speed
 #: (a 2/2 reel at 200 half notes a minute plays 13 eighths a second).
 REEL_TWO_BEAT_TEMPI: tuple[float, float] = (90.0, 115.0)
-_KEY_METHODS = ("krumhansl", "aarden", "temperleykostkapayne", "bellman")
 #: Pieces only the *varied tuning corpus* may draw on (``find_pieces(..., extra=True)``): the
 #: held-out piano pool has two usable pieces (Mozart K. 545, Clara Schumann's polonaise op. 1
 #: no. 4) and the held-out corpus takes both, so the tuning corpus's piano stratum needs others:
@@ -270,16 +269,12 @@ def load_score(origin: str, *, family: str, number: int | None = None,
                              int(p.midi), part_index))
     if len(rows) < 8:
         return None
-    keys: set[tuple[int, str]] = set()
-    for method in _KEY_METHODS:
-        try:
-            k = score.analyze(f"key.{method}")
-        except Exception:  # noqa: BLE001 - no key analysis, no trusted key
-            return None
-        keys.add((int(k.tonic.pitchClass), str(k.mode)))
-        if len(keys) > 1:  # the methods disagree: no trusted key
-            return None
-    tonic, mode = keys.pop()
+    from mirflow.synth.corpus import agreed_key
+
+    agreed = agreed_key(score)
+    if agreed is None:
+        return None
+    tonic, mode = agreed
     if mode not in ("major", "minor"):
         return None
     major_tonic = (7 * signatures[0].sharps) % 12
