@@ -54,8 +54,14 @@ def test_a_file_reencoded_in_place_is_one_current_track(reencoded):
     current = con.execute("SELECT track_id, path FROM current_tracks ORDER BY path").fetchall()
     assert len(current) == 3 and len({p for _, p in current}) == 3
     assert (new_id, path) in current and old_id not in {t for t, _ in current}
-    # the old row is still readable by its id
+    # the old row is still readable by its id, and `mirflow show` says what the path holds now
     assert con.execute("SELECT count(*) FROM tracks WHERE track_id = ?", [old_id]).fetchone()[0] == 1
+    from mirflow.query.inspect import format_track_report, track_report
+
+    old = track_report(catalog, track=old_id)
+    assert old.superseded_by == new_id and old.paths == []
+    assert f"rewritten since: it now holds track {new_id}" in format_track_report(old)
+    assert track_report(catalog, track=new_id).superseded_by is None
 
 
 @pytest.mark.slow

@@ -265,6 +265,9 @@ class TrackReport:
         ``(start_s, end_s, label, confidence)``.
     other_tables : dict
         Rows of this track in the other per-track tables (fingerprints, segment embeddings, …).
+    superseded_by : str or None
+        When no path holds this track any more and the path it was analysed at
+        now holds another track (the file was rewritten since): that track.
     """
 
     track_id: str
@@ -277,6 +280,7 @@ class TrackReport:
     beats: list[tuple[float, int | None]] = field(default_factory=list)
     chords: list[tuple[float, float, str, float | None]] = field(default_factory=list)
     other_tables: dict[str, int] = field(default_factory=dict)
+    superseded_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO text, arrays as lists, bytes as hex)."""
@@ -345,8 +349,15 @@ def track_report(catalog: str | os.PathLike[str] | Catalog, *, track: str, top_t
 
     file_rows = _scan(cat, "files", "track_id = ?", [track_id])
     paths = sorted(path_from_columns(r["path"], r.get("path_bytes")) for r in file_rows)
+    superseded_by = None
     if not paths:
-        paths = [path_from_columns(row["path"], row.get("path_bytes"))]
+        analysed_at = path_from_columns(row["path"], row.get("path_bytes"))
+        now = read_track_part(cat, "files", path_key(analysed_at))
+        holder = str(now.column("track_id")[0].as_py()) if now is not None and now.num_rows else None
+        if holder is not None and holder != track_id:  # the file was rewritten since (current_tracks)
+            superseded_by = holder
+        else:
+            paths = [analysed_at]
     error_rows = _scan(cat, "errors", "track_id = ? OR path IN (SELECT unnest(?))",
                        [track_id, [r["path"] for r in file_rows]])
 
@@ -385,7 +396,8 @@ def track_report(catalog: str | os.PathLike[str] | Catalog, *, track: str, top_t
         n = sum(cat.rows_of(name, track_id, p).num_rows for p in partitions)
         if n:
             other[name] = n
-    return TrackReport(track_id=track_id, track=row, paths=paths, errors=error_rows, embeddings=embeddings,
+    return TrackReport(track_id=track_id, track=row, paths=paths, superseded_by=superseded_by,
+                       errors=error_rows, embeddings=embeddings,
                        tags=tags, predictions=predictions, beats=beats, chords=chords, other_tables=other)
 
 
@@ -556,7 +568,10 @@ def format_track_report(report: TrackReport, *, width: int = 100, max_timeline_l
     row = report.track
     out = [f"track       {report.track_id}"]
     paths = report.paths or [str(row.get("path"))]
-    out.append(f"path        {paths[0]}")
+    if report.superseded_by:
+        out.append(f"path        {paths[0]}   (rewritten since: it now holds track {report.superseded_by})")
+    else:
+        out.append(f"path        {paths[0]}")
     for extra in paths[1:]:
         out.append(f"            {extra}   (same bytes)")
     hidden = {"track_id", "path", "path_bytes", "lineage"}
