@@ -115,9 +115,9 @@ def connect(catalog: str | os.PathLike[str] | Catalog, *, database: str = ":memo
 #: again leaves the old track's row under the same ``tracks.path``; ``files`` says which track each
 #: path holds now. A track is current when ``files`` lists it at some path, or when its path has
 #: neither a ``files`` row (a catalog written before ``files`` kept one) nor an ``errors`` row (a file
-#: that changed during a later run loses its ``files`` row: the old track no longer answers for it);
-#: its ``path`` (and ``path_bytes``) is
-#: ``tracks.path`` when ``files`` agrees, else the first path ``files`` gives it (a moved file).
+#: that changed during a later run loses its ``files`` row: the old track no longer answers for it).
+#: Its ``path`` (and ``path_bytes``) is ``tracks.path`` when ``files`` agrees, else the first path
+#: ``files`` gives it (a moved file).
 #: The superseded rows stay in ``tracks`` (history, readable by track id); listings, exports,
 #: similarity results and duplicate groups read this view, so no path is served twice.
 CURRENT_TRACKS_VIEW = """
