@@ -257,8 +257,9 @@ def agreed_key(score: Any) -> tuple[int, str] | None:
 
     Each method's ``process`` gives the top solution (tonic, mode, correlation);
     ``score.analyze`` gives the same tonic and mode but first builds a music21
-    ``Key`` for each of the 23 alternatives, which was two thirds of the time spent
-    finding usable pieces (measured on the disjointness test's 474 scores, stop 23).
+    ``Key`` (three interval networks each) for every one of the 23 alternatives.
+    Skipping them took the five-corpus disjointness test from 156 s to 121 s with
+    music21's parse cache warm (stop 23, 2-core AMD EPYC; same keys on 55 pieces).
 
     Returns
     -------
