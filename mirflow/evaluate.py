@@ -378,6 +378,9 @@ def catalog_predictions(catalog: Any, track_ids: Iterable[str] | None = None) ->
     con = connect(cat)
     tracks = con.sql("SELECT track_id, path, key, tempo_bpm, key_confidence, tempo_confidence FROM tracks").df()
     files = con.sql("SELECT path, track_id FROM files").df()
+    # A file rewritten since a track was analysed now holds another track, or it failed in a later
+    # run: the old row keeps its values but answers for no path (mirflow.query's current_tracks).
+    current = con.sql("SELECT track_id, path FROM current_tracks").df()
     errors = con.sql("SELECT path, track_id FROM errors").df()
     wanted = None if track_ids is None else pd.DataFrame({"track_id": sorted(set(track_ids))}, dtype=object)
     if wanted is not None and wanted.empty:
@@ -393,17 +396,9 @@ def catalog_predictions(catalog: Any, track_ids: Iterable[str] | None = None) ->
         beats = con.sql("SELECT track_id, time_s FROM beats ORDER BY track_id, time_s").df()
         chords = con.sql("SELECT track_id, start_s, end_s, label FROM chords ORDER BY track_id, start_s").df()
     con.close()
-    paths: dict[str, list[str]] = {}
-    current = dict(zip(files["path"], files["track_id"], strict=True))
-    failed_paths = set(errors["path"])
-    for tid, p in zip(tracks["track_id"], tracks["path"], strict=True):
-        # A file rewritten since this track was analysed now holds another track (``files`` says
-        # which), or failed in a later run (it changed while read: no ``files`` row, an ``errors``
-        # row): the old row keeps its values but no longer answers for that path. The rule of
-        # mirflow.query's current_tracks view.
-        paths.setdefault(tid, [])
-        if current.get(p) == tid or (p not in current and p not in failed_paths):
-            paths[tid].append(p)
+    paths: dict[str, list[str]] = {tid: [] for tid in tracks["track_id"]}
+    for tid, p in zip(current["track_id"], current["path"], strict=True):
+        paths[tid].append(p)
     for tid, p in zip(files["track_id"], files["path"], strict=True):
         if p not in paths.setdefault(tid, []):
             paths[tid].append(p)

@@ -91,14 +91,14 @@ def test_readers_serve_the_rewritten_path_once(reencoded, tmp_path):
 def test_a_moved_track_is_current_at_its_new_path(tmp_path):
     """Tracks analysed at A: one whose file moved to B (A now holds other audio) is current at B only,
     one no path holds is not; at C a file changed during a later run (its ``files`` row removed, an
-    ``errors`` row written): C's old track no longer answers for it; D, with neither row (a catalog
-    older than ``files``), keeps its track."""
+    ``errors`` row written): C's old track no longer answers for it, and one also copied to F is
+    current at F; D, with neither row (a catalog older than ``files``), keeps its track."""
     cat = Catalog(tmp_path / "cat")
     cat.open_for("t")
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     ids = {"moved": "a" * 32, "new at A": "b" * 32, "stale": "c" * 32, "changed at C": "d" * 32,
-           "legacy at D": "e" * 32}
-    at = {"changed at C": "/m/C.wav", "legacy at D": "/m/D.wav"}
+           "legacy at D": "e" * 32, "changed at C, copied to F": "9" * 32}
+    at = {"changed at C": "/m/C.wav", "legacy at D": "/m/D.wav", "changed at C, copied to F": "/m/C.wav"}
     for name, tid in ids.items():
         cat.write_part("tracks", tid, conform("tracks", {
             "track_id": [tid], "path": [at.get(name, "/m/A.wav")],
@@ -106,7 +106,8 @@ def test_a_moved_track_is_current_at_its_new_path(tmp_path):
             "analyzed_at": [now], "analysis_sample_rate_hz": [44100], "downmix": ["mean"], "lineage": ["{}"],
             "analysis_seconds": [0.1], "duration_s": [1.0],
         }, fill_missing=True))
-    for path, tid in (("/m/A.wav", ids["new at A"]), ("/m/B.wav", ids["moved"])):
+    for path, tid in (("/m/A.wav", ids["new at A"]), ("/m/B.wav", ids["moved"]),
+                      ("/m/F.wav", ids["changed at C, copied to F"])):
         cat.write_part("files", path_key(path), conform("files", {
             "path": [path], "track_id": [tid], "file_size_bytes": [1], "mtime_ns": [0], "seen_at": [now],
         }, fill_missing=True))
@@ -115,10 +116,12 @@ def test_a_moved_track_is_current_at_its_new_path(tmp_path):
         "message": ["changed"], "pipeline": ["t"], "pipeline_version": ["1"], "occurred_at": [now],
     }, fill_missing=True))
     rows = dict(connect(cat).execute("SELECT track_id, path FROM current_tracks").fetchall())
-    assert rows == {ids["moved"]: "/m/B.wav", ids["new at A"]: "/m/A.wav", ids["legacy at D"]: "/m/D.wav"}
+    assert rows == {ids["moved"]: "/m/B.wav", ids["new at A"]: "/m/A.wav", ids["legacy at D"]: "/m/D.wav",
+                    ids["changed at C, copied to F"]: "/m/F.wav"}
     # evaluation's paths follow the same rule
     from mirflow.evaluate import catalog_predictions
 
     paths = {p.track_id: p.paths for p in catalog_predictions(cat)}
     assert paths[ids["changed at C"]] == [] and paths[ids["stale"]] == []
     assert paths[ids["moved"]] == ["/m/B.wav"] and paths[ids["legacy at D"]] == ["/m/D.wav"]
+    assert paths[ids["changed at C, copied to F"]] == ["/m/F.wav"]

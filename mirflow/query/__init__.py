@@ -124,16 +124,18 @@ CURRENT_TRACKS_VIEW = """
 CREATE OR REPLACE VIEW current_tracks AS
 WITH here AS (
     SELECT track_id, min(path) AS path, arg_min(path_bytes, path) AS path_bytes FROM files GROUP BY track_id
+), answers AS (  -- does the path a track was analysed at still hold it?
+    SELECT t.*, f.track_id = t.track_id
+               OR (f.track_id IS NULL AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.path = t.path)) AS still_here
+    FROM tracks t LEFT JOIN files f ON f.path = t.path
 )
-SELECT t.* REPLACE (
-    CASE WHEN f.track_id IS NULL OR f.track_id = t.track_id THEN t.path ELSE h.path END AS path,
-    CASE WHEN f.track_id IS NULL OR f.track_id = t.track_id THEN t.path_bytes ELSE h.path_bytes END AS path_bytes
+SELECT a.* EXCLUDE (still_here) REPLACE (
+    CASE WHEN a.still_here THEN a.path ELSE h.path END AS path,
+    CASE WHEN a.still_here THEN a.path_bytes ELSE h.path_bytes END AS path_bytes
 )
-FROM tracks t
-LEFT JOIN files f ON f.path = t.path
-LEFT JOIN here h ON h.track_id = t.track_id
-WHERE f.track_id = t.track_id OR h.track_id IS NOT NULL
-   OR (f.track_id IS NULL AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.path = t.path))
+FROM answers a
+LEFT JOIN here h ON h.track_id = a.track_id
+WHERE a.still_here OR h.track_id IS NOT NULL
 """
 
 
