@@ -164,25 +164,20 @@ def _parse(origin: str, number: int | None) -> object:
     return score
 
 
-def _span_without_ties(part: object, end_q: float) -> object:
-    """``part.stripTies()`` of the bars that start before ``end_q`` (copies; the part is untouched).
+def _strip_ties_before(part: object, end_q: float) -> object:
+    """``part.stripTies()`` of the bars that start before ``end_q``, in place: the later bars are removed.
 
     ``stripTies`` on a whole quartet movement is what made finding usable pieces
     slow (minutes); the notes kept are the same, since a tie that runs past
-    ``end_q`` is cut there by :func:`load_score` anyway.
+    ``end_q`` is cut there by :func:`load_score` anyway. In place because a
+    copy of the bars (``copy.deepcopy``) took a quarter of the time of drawing
+    every corpus plan (``tests/test_heldout_corpus.py``, profiled); the part is
+    :func:`load_score`'s own parse, used for nothing after this.
     """
-    import copy
-
-    from music21 import stream
-
-    measures = list(part.getElementsByClass("Measure"))
-    if not measures or float(measures[-1].offset) < end_q - 1e-9:
-        return part.stripTies()
-    span = stream.Part()
-    for m in measures:
-        if float(m.offset) < end_q - 1e-9:
-            span.insert(float(m.offset), copy.deepcopy(m))
-    return span.stripTies(inPlace=True) or span
+    later = [m for m in part.getElementsByClass("Measure") if float(m.offset) >= end_q - 1e-9]
+    if later:
+        part.remove(later)
+    return part.stripTies(inPlace=True) or part
 
 
 @lru_cache(maxsize=256)
@@ -254,20 +249,11 @@ def load_score(origin: str, *, family: str, number: int | None = None,
         end_q = float(m.offset) + bar_q
     if len(bar_starts) < 4:
         return None
-    # The cheap refusals first (one key signature throughout), the score-long key analyses last;
-    # every check refuses on its own, so the order changes the time, not the answer.
+    # The cheap refusal first (one key signature throughout), then the score-long key analyses, then
+    # the notes of the span (which cuts the parts there); every check refuses on its own, so the order
+    # changes the time, not the answer.
     signatures = list(score.recurse().getElementsByClass("KeySignature"))
     if not signatures or len({ks.sharps for ks in signatures}) != 1:
-        return None
-    rows = []
-    for part_index, part in enumerate(parts):
-        for n in _span_without_ties(part, end_q).flatten().notes:
-            if n.duration.isGrace or n.quarterLength <= 0 or float(n.offset) >= end_q - 1e-9:
-                continue
-            for p in n.pitches:
-                rows.append((float(n.offset), min(float(n.quarterLength), end_q - float(n.offset)),
-                             int(p.midi), part_index))
-    if len(rows) < 8:
         return None
     from mirflow.synth.corpus import agreed_key
 
@@ -279,6 +265,16 @@ def load_score(origin: str, *, family: str, number: int | None = None,
         return None
     major_tonic = (7 * signatures[0].sharps) % 12
     if tonic != (major_tonic if mode == "major" else (major_tonic + 9) % 12):
+        return None
+    rows = []
+    for part_index, part in enumerate(parts):
+        for n in _strip_ties_before(part, end_q).flatten().notes:
+            if n.duration.isGrace or n.quarterLength <= 0 or float(n.offset) >= end_q - 1e-9:
+                continue
+            for p in n.pitches:
+                rows.append((float(n.offset), min(float(n.quarterLength), end_q - float(n.offset)),
+                             int(p.midi), part_index))
+    if len(rows) < 8:
         return None
     notes = tuple(sorted(rows))
     return ScorePiece(origin, family, ts.ratioString, beat_q, meter, tonic, mode, notes,
