@@ -66,7 +66,7 @@ def path_key(path: str) -> str:
 # only for such names, the exact bytes in `path_bytes`, from which the
 # original str is rebuilt losslessly.
 def path_text(path: str) -> str:
-    """``path`` as valid UTF-8 text for display and the ``path`` column.
+    r"""``path`` as valid UTF-8 text for display and the ``path`` column.
 
     Examples
     --------

@@ -263,7 +263,7 @@ def load_pipeline(name_or_path: str | os.PathLike[str] = "default") -> PipelineC
     --------
     >>> p = load_pipeline("default")
     >>> p.name, [e.name for e in p.extractors][:2]
-    ('default', ['metadata', 'loudness'])
+    ('default', ['metadata', 'fingerprint'])
     """
     text = str(name_or_path)
     shipped = available_pipelines()
