@@ -308,7 +308,9 @@ class RhythmExtractor(Extractor):
     #    a 3:2 grid tracked again by the DBN at two thirds of the tempo
     # 9: the octave model refitted with reels at a reel's speed (the 12 varied reels rendered again,
     #    24 tuning reels added: benchmarks/accuracy.py --tuning-reels), and the tempo map after it
-    version = "9"
+    # 10: each cue of the octave model weighed by the tempo too (_octave.TEMPO_INTERACTIONS), refitted;
+    #     the tempo map after it
+    version = "10"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")
