@@ -281,6 +281,29 @@ def agreed_key(score: Any) -> tuple[int, str] | None:
     return keys.pop()
 
 
+def signature_key(score: Any) -> tuple[int, str] | None:
+    """The key of a score whose truth can be trusted: one key signature throughout, and music21's four
+    profile methods agreeing (:func:`agreed_key`) on its major key or its relative minor; else None.
+
+    The cheap refusal (more than one key signature) comes before the score-long key analyses.
+
+    Returns
+    -------
+    (tonic pitch class, 'major' or 'minor') or None
+    """
+    signatures = list(score.recurse().getElementsByClass("KeySignature"))
+    if not signatures or len({ks.sharps for ks in signatures}) != 1:
+        return None
+    agreed = agreed_key(score)
+    if agreed is None or agreed[1] not in ("major", "minor"):
+        return None
+    tonic, mode = agreed
+    major_tonic = (7 * signatures[0].sharps) % 12
+    if tonic != (major_tonic if mode == "major" else (major_tonic + 9) % 12):
+        return None
+    return tonic, mode
+
+
 def _corpus_root() -> Path:
     from music21 import corpus
 
@@ -362,18 +385,10 @@ def load_chorale(origin: str) -> ChoraleScore | None:
         b1[0] - b0[0] != 1.0 for b0, b1 in zip(beats, beats[1:], strict=False)
     ):
         return None
-    agreed = agreed_key(score)
-    if agreed is None:
+    key = signature_key(score)
+    if key is None:
         return None
-    tonic, mode = agreed
-    if mode not in ("major", "minor"):
-        return None
-    signatures = list(score.recurse().getElementsByClass("KeySignature"))
-    if not signatures or len({ks.sharps for ks in signatures}) != 1:
-        return None
-    major_tonic = (7 * signatures[0].sharps) % 12
-    if tonic != (major_tonic if mode == "major" else (major_tonic + 9) % 12):
-        return None
+    tonic, mode = key
     first = _triad({int(p) % 12 for p in _sounding(notes, float(notes[0, 0]))[:, 2]})
     if first != (tonic, "maj" if mode == "major" else "min"):
         return None

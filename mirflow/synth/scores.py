@@ -251,23 +251,14 @@ def load_score(origin: str, *, family: str, number: int | None = None,
         end_q = float(m.offset) + bar_q
     if len(bar_starts) < 4:
         return None
-    # The cheap refusal first (one key signature throughout), then the score-long key analyses, then
-    # the notes of the span (which cuts the parts there); every check refuses on its own, so the order
-    # changes the time, not the answer.
-    signatures = list(score.recurse().getElementsByClass("KeySignature"))
-    if not signatures or len({ks.sharps for ks in signatures}) != 1:
-        return None
-    from mirflow.synth.corpus import agreed_key
+    # The key (which analyses the whole score) before the notes of the span (which cuts the parts
+    # there); every check refuses on its own, so the order changes the time, not the answer.
+    from mirflow.synth.corpus import signature_key
 
-    agreed = agreed_key(score)
-    if agreed is None:
+    key = signature_key(score)
+    if key is None:
         return None
-    tonic, mode = agreed
-    if mode not in ("major", "minor"):
-        return None
-    major_tonic = (7 * signatures[0].sharps) % 12
-    if tonic != (major_tonic if mode == "major" else (major_tonic + 9) % 12):
-        return None
+    tonic, mode = key
     rows = []
     for part_index, part in enumerate(parts):
         for n in _strip_ties_before(part, end_q).flatten().notes:
