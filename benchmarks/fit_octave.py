@@ -40,13 +40,15 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from measure_cache import measure_cached  # noqa: E402
 
 from mirflow.evaluate import tempo_accuracy  # noqa: E402
 from mirflow.extractors._octave import (  # noqa: E402
@@ -139,16 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         # a sample measured with other evidence (an earlier FEATURES) is measured again
         done = {r["path"]: r for r in map(json.loads, cache.read_text().splitlines())
                 if r["path"] in truth and (r["tempo"] is None or tuple(r["evidence"]) == FEATURES)}
-    todo = [p for p in truth if p not in done]
-    if todo:
-        print(f"measuring the octave samples of {len(todo)} files", file=sys.stderr)
-        with ProcessPoolExecutor(args.workers) as pool, cache.open("a") as f:
-            for i, row in enumerate(pool.map(measure, todo, chunksize=2), 1):
-                done[row["path"]] = row
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                if i % 20 == 0:
-                    print(f"  {i}/{len(todo)}", file=sys.stderr)
+    done = measure_cached(truth, measure, cache, done=done, workers=args.workers, what="octave samples")
     rows = [done[p] for p in truth]
     labelled = [(r, octave_label(truth[r["path"]], r["tempo"])) for r in rows if r["tempo"] is not None]
     fit = [(r, lab) for r, lab in labelled if lab is not None]

@@ -182,3 +182,27 @@ def test_params_and_registry() -> None:
         with pytest.raises(ParameterError):
             KeyExtractor(ensemble_weights=weights)
     assert KeyExtractor(ensemble_weights=[1, 0, 0]).params.ensemble_weights == (1, 0, 0)
+
+
+def test_ensemble_pools_log_linearly_by_default() -> None:
+    ex = KeyExtractor()
+    assert (ex.params.pooling, ex.params.ensemble_weights) == ("log", (0.5, 0.2, 0.3))
+    with pytest.raises(ParameterError):
+        KeyExtractor(pooling="mean")
+
+
+def test_log_pooling_is_a_weighted_geometric_mean_and_linear_an_average() -> None:
+    names, weights = ("madmom", "essentia", "librosa"), (0.5, 0.2, 0.3)
+    probs = dict(zip(names, np.random.default_rng(0).dirichlet(np.ones(24), size=3), strict=True))
+    assert min(v.min() for v in probs.values()) > 1e-6  # above the floor: the geometric mean exactly
+    geometric = np.prod([probs[n] ** w for n, w in zip(names, weights, strict=True)], axis=0)
+    np.testing.assert_allclose(KeyExtractor().combine(probs), geometric / geometric.sum(), rtol=1e-9)
+    average = sum(w * probs[n] for n, w in zip(names, weights, strict=True))
+    np.testing.assert_allclose(KeyExtractor(pooling="linear").combine(probs), average, rtol=1e-9)
+    # a key one backend rounds to zero is a strong vote against it, not a NaN or -inf
+    probs["madmom"] = np.where(np.arange(24) == 3, 0.0, probs["madmom"])
+    pooled = KeyExtractor().combine(probs)
+    assert np.isfinite(pooled).all() and 0 < pooled[3] < np.sort(pooled)[-2]
+    # one backend is itself, whatever the pooling
+    only = {"librosa": probs["librosa"]}
+    np.testing.assert_array_equal(KeyExtractor(pooling="log").combine(only), probs["librosa"])

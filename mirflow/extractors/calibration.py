@@ -1,7 +1,7 @@
 """Calibrated confidences: ``tempo_confidence`` and ``key_confidence`` as probabilities.
 
 An extractor's raw confidence (the ensemble's clarity times its metrical-level
-probability, the key ensemble's averaged probability) ranks tracks well but is
+probability, the key ensemble's pooled probability) ranks tracks well but is
 not a probability: on the tuning corpus raw key confidences of 0.5 were right
 far more than half the time. Each (extractor, backend) pair gets a monotone
 map from raw confidence to the share of tracks that were right, fitted on the
