@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from measure_cache import measure_cached  # noqa: E402
 
-from mirflow.evaluate import key_scores  # noqa: E402
+from mirflow.evaluate import key_scores, load_truth  # noqa: E402
 from mirflow.extractors.key import POOLINGS, KeyExtractor  # noqa: E402
 from mirflow.labels import Key  # noqa: E402
 
@@ -80,13 +80,8 @@ def mean_score(rows: list[dict], truth: dict[str, str], extractor: KeyExtractor)
 
 
 def load(manifests: list[Path]) -> dict[str, str]:
-    truth: dict[str, str] = {}
-    for manifest in manifests:
-        for line in manifest.read_text().splitlines():
-            t = json.loads(line)
-            if t.get("key"):
-                truth[str((manifest.parent / t["path"]).resolve())] = t["key"]
-    return truth
+    """Resolved audio path -> key of the manifests' tracks that have one."""
+    return {r.path: r.key for m in manifests for r in load_truth(m) if r.key and r.path}
 
 
 def main(argv: list[str] | None = None) -> int:
