@@ -308,6 +308,9 @@ FRESH_HISTORY: dict[int, str] = {
         "model and calibration maps; its reels were then rendered again at a reel's speed, as every corpus's "
         "were, and measured once more. Stop 22's refit (24 tuning reels added, none of this corpus's pieces) "
         "came after both measurements."),
+    8: ("Seed 8 was rendered and first measured on 2026-12-03 in stop 26 with stop 25's extractors (rhythm "
+        "10, key 8), octave model and calibration maps, to measure them on a third corpus that nothing was "
+        "fitted or chosen on; nothing was changed after it."),
 }
 
 
