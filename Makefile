@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist). Two halve the suite's wall time on CI's 2-core machine (serial:
-# 22-26 min there, stop 25; two processes: 14 min, stop 26); `make test PYTEST_WORKERS=0` runs it
-# in one process (what a debugger wants).
+# Test processes (pytest-xdist). On CI's 2-core machine one process took 22-26 min (stop 25), two
+# 14-19 min (stop 26: warm and fresh clones); `make test PYTEST_WORKERS=0` runs the suite in one
+# process (what a debugger wants).
 PYTEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench clean docs
