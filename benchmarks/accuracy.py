@@ -1134,7 +1134,7 @@ floor to about 0.05).
 
 **The shipped maps** (`calibration.json`, fitted on the tuning corpus only): the family of each map is
 the one with the lowest out-of-fold Brier score in 20 × repeated stratified 5-fold cross-validation
-*within the tuning corpus* (the simplest within 0.001 of it), samples weighted so that every
+*within the tuning corpus* (the simplest within one standard error of it), samples weighted so that every
 tuning stratum counts the same; out-of-fold Brier score / ECE of each family:
 
 {markdown(fit) if len(fit) else "(no calibration.json)"}

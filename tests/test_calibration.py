@@ -80,12 +80,16 @@ def test_platt_and_binned_isotonic_maps_are_smooth_monotone_probabilities():
 
 def test_cross_validation_prefers_a_smooth_map_on_a_small_sample_and_respects_weights():
     rng = np.random.default_rng(2)
-    raw = rng.uniform(0, 1, 60)
-    right = (rng.uniform(0, 1, 60) < raw ** 2).astype(float)  # over-confident raw scores
+    raw = rng.uniform(0, 1, 120)
+    right = (rng.uniform(0, 1, 120) < raw ** 2).astype(float)  # over-confident raw scores
     cv = calibration.cross_validate(raw.tolist(), right.tolist(), repeats=5)
-    assert set(cv) == set(calibration.METHODS)
-    assert cv["identity"]["brier"] > min(v["brier"] for v in cv.values())  # raw is beaten out of fold
-    assert calibration.choose_method(cv) != "identity"
+    assert set(cv) == set(calibration.METHODS) and all(v["brier_se"] > 0 for v in cv.values())
+    best = min(cv, key=lambda m: cv[m]["brier"])
+    assert cv["identity"]["brier"] > cv[best]["brier"] + cv[best]["brier_se"]  # raw is beaten out of fold
+    assert calibration.choose_method(cv) not in ("identity", "isotonic")
+    # a raw score that is already a probability keeps its values: no map wins by one standard error
+    right = (rng.uniform(0, 1, 120) < raw).astype(float)
+    assert calibration.choose_method(calibration.cross_validate(raw.tolist(), right.tolist(), repeats=5)) == "identity"
     # weights move the fit: weighting the wrong half heavily lowers the fitted probabilities
     w = np.where(right > 0, 1.0, 5.0)
     _, y_plain = calibration.fit_map("platt", raw.tolist(), right.tolist())

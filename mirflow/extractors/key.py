@@ -282,8 +282,10 @@ class KeyExtractor(Extractor):
     # librosa backends' confidence maps refitted on the 84-track varied tuning corpus; 6: those maps
     # refitted again with the 24 tuning jigs; 7: and with the 24 tuning reels (the ensemble's map is
     # still the identity); 8: the ensemble pools log-linearly with weights 0.5/0.2/0.3 (chosen on the
-    # tuning corpus, benchmarks/fit_key_ensemble.py) and its confidence map is refitted
-    version = "8"
+    # tuning corpus, benchmarks/fit_key_ensemble.py) and its confidence map is refitted; 9: the
+    # ensemble's confidence is its pooled probability again (the one-standard-error rule of
+    # calibration.choose_method keeps the identity map)
+    version = "9"
     Params = KeyParams
     columns = ("key", "key_tonic", "key_mode", "key_jams", "key_camelot", "key_openkey",
                "key_confidence", "key_alt", "key_alt_confidence")

@@ -310,7 +310,9 @@ class RhythmExtractor(Extractor):
     #    24 tuning reels added: benchmarks/accuracy.py --tuning-reels), and the tempo map after it
     # 10: each cue of the octave model weighed by the tempo too (_octave.TEMPO_INTERACTIONS), refitted;
     #     the tempo map after it
-    version = "10"
+    # 11: the librosa backend's confidence map chosen by the one-standard-error rule
+    #     (calibration.choose_method): Platt scaling instead of full isotonic regression
+    version = "11"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")
