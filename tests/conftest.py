@@ -15,18 +15,6 @@ import soundfile as sf
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``long_running`` first, the rest in their usual order.
-
-    ``make test PYTEST_WORKERS=2`` runs the suite in two processes (pytest-xdist), which take tests
-    in order as they get free. A test that keeps one process busy for minutes must start at the
-    beginning, or the other process has run out of tests and waits: the disjointness test of
-    ``test_heldout_corpus.py`` (it parses a few hundred music21 scores) took 527 of the 1171 s of a
-    fresh clone's run that reached it half-way (stop 26). In one process the order changes nothing.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)
-
-
 def plugin_env() -> dict[str, str]:
     """The environment of a subprocess that can load the misbehaving test extractors (mirflow_test_plugins)."""
     return {**os.environ, "MIRFLOW_PLUGINS": "mirflow_test_plugins",

@@ -83,7 +83,6 @@ def test_plan_refuses_an_excluded_seed_and_keeps_its_draws_without_exclusions():
 
 
 @pytest.mark.slow
-@pytest.mark.long_running
 def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldout_corpus():
     """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 12 × seed 2, tuning jigs
     24 × seed 5, tuning reels 24 × seed 7, fresh 20 × seed 4, and the fresh corpora rendered before the
