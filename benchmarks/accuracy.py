@@ -309,8 +309,10 @@ FRESH_HISTORY: dict[int, str] = {
         "were, and measured once more. Stop 22's refit (24 tuning reels added, none of this corpus's pieces) "
         "came after both measurements."),
     8: ("Seed 8 was rendered and first measured on 2026-12-03 in stop 26 with stop 25's extractors (rhythm "
-        "10, key 8), octave model and calibration maps, to measure them on a third corpus that nothing was "
-        "fitted or chosen on; nothing was changed after it."),
+        "10, key 8), octave model and calibration maps, on a third corpus that nothing was fitted on. After it "
+        "(with seeds 4 and 6) had shown the key ensemble's map worse than its raw probability, stop 26 chose "
+        "map families by the one-standard-error rule (key 9, rhythm 11): its key-calibration figures "
+        "informed that rule."),
 }
 
 
