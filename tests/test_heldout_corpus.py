@@ -61,6 +61,54 @@ def test_two_beat_reels_are_rendered_at_a_reels_speed():
     assert tempi == sorted(tempi) and tempi[-1] - tempi[0] > (hi - lo) / 2
 
 
+def _write_score(path, fifths: tuple[int, ...]) -> None:
+    """A four-bar C-major scale score with one key signature per bar in ``fifths`` (music21 writes it)."""
+    import zipfile
+
+    from music21 import key, meter, note, stream
+
+    part = stream.Part()
+    for k, (f, pitch) in enumerate(zip(fifths, ("C4", "E4", "G4", "C5"), strict=False)):
+        m = stream.Measure(number=k + 1)
+        if k == 0:
+            m.append(meter.TimeSignature("4/4"))
+        if k == 0 or f != fifths[k - 1]:
+            m.append(key.KeySignature(f))
+        m.append(note.Note(pitch, quarterLength=4))
+        part.append(m)
+    score = stream.Score([part])
+    xml = path.with_suffix(".musicxml")
+    score.write("musicxml", fp=str(xml))
+    if path.suffix == ".mxl":  # compressed as MusicXML 3 says: the score beside META-INF/container.xml
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("META-INF/container.xml", '<container><rootfiles><rootfile full-path="score.xml"/>'
+                                                 "</rootfiles></container>")
+            z.write(xml, "score.xml")
+        xml.unlink()
+
+
+@pytest.mark.parametrize("suffix", [".musicxml", ".mxl"])
+def test_a_key_signature_change_is_read_before_the_parse_and_agrees_with_it(tmp_path, suffix):
+    from music21 import converter
+
+    from mirflow.synth.corpus import key_signatures_change, signature_key
+
+    changing, steady = tmp_path / f"changing{suffix}", tmp_path / f"steady{suffix}"
+    _write_score(changing, (0, 0, 2, 2))
+    _write_score(steady, (0, 0, 0, 0))
+    assert key_signatures_change(changing)
+    assert not key_signatures_change(steady)
+    # what the scan refuses, the parsed score's own rule refuses too
+    parsed = converter.parse(str(changing))
+    assert len({ks.sharps for ks in parsed.recurse().getElementsByClass("KeySignature")}) == 2
+    assert signature_key(parsed) is None
+    # not MusicXML, or not readable: the parse decides
+    (tmp_path / "tune.abc").write_text("X:1\nK:C\nCDEF|\n")
+    (tmp_path / "broken.mxl").write_bytes(b"not a zip file")
+    assert not key_signatures_change(tmp_path / "tune.abc")
+    assert not key_signatures_change(tmp_path / "broken.mxl")
+
+
 # ---------------------------------------------------------------- the varied tuning corpus (issue 9)
 def test_find_pieces_skips_excluded_pieces():
     from mirflow.synth.scores import find_pieces, piece_id

@@ -209,6 +209,11 @@ def load_score(origin: str, *, family: str, number: int | None = None,
     -------
     ScorePiece or None
     """
+    from mirflow.synth.corpus import key_signatures_change
+
+    if key_signatures_change(_corpus_root() / origin):
+        logger.info("skipping %s: its key signature changes (see signature_key)", origin)
+        return None
     try:
         score = _parse(origin, number)
     except Exception as exc:  # noqa: BLE001 - a score music21 cannot read is skipped
