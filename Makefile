@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 	$(BIN)/mirflow demo --dir demo --plots
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout 900 $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout 900 $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check mirflow tests benchmarks

@@ -121,31 +121,3 @@ def downstream_catalog(tmp_path_factory) -> tuple[Path, Path]:
     import downstream_catalog
 
     return downstream_catalog.get(tmp_path_factory.mktemp("downstream"))
-
-
-# The modules whose tests start Dask clusters (a LocalCluster directly, or through mirflow.analyze, the
-# CLI, `mirflow predict` or the near-duplicate search), and the session fixtures that do.
-CLUSTER_MODULES = frozenset({
-    "test_catalog_e2e", "test_cli_ux", "test_compaction", "test_current_tracks", "test_existing_cluster",
-    "test_hostile_inputs", "test_ml", "test_object_storage", "test_plugin_schemas", "test_recsys",
-    "test_serve", "test_storage_faults",
-})
-CLUSTER_FIXTURES = frozenset({"downstream_catalog"})
-
-
-def pytest_collection_modifyitems(config, items):
-    """In several pytest-xdist processes, the tests that start Dask clusters share one of them.
-
-    ``make test`` runs ``--dist loadgroup``: a test in the ``dask-clusters``
-    group goes to the process that runs the others, so one cluster runs at a
-    time, as in one process, and a session fixture's catalog is built once.
-    Two LocalClusters at once, one per process, hung one run of four
-    (stop 26: both idle for more than 8 minutes).
-    """
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    group = pytest.mark.xdist_group("dask-clusters")
-    for item in items:
-        module = getattr(item.module, "__name__", "").rpartition(".")[2]
-        if module in CLUSTER_MODULES or CLUSTER_FIXTURES & set(item.fixturenames):
-            item.add_marker(group)

@@ -104,3 +104,37 @@ def test_separate_scheduler_and_workers_get_the_worker_hygiene(tmp_path, caplog,
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+_CLAIM = """
+import sys
+from mirflow.pipeline.worker import claim_numba_cache_dir
+print(claim_numba_cache_dir(sys.argv[1]), flush=True)
+sys.stdin.read()  # holds the folder until the test closes stdin
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the folders are claimed with fcntl locks")
+def test_two_live_workers_of_one_name_get_different_numba_caches_and_the_name_is_reused():
+    """Two clusters on one machine name their workers alike (0, 1, ...): each live process gets its own cache."""
+    name = f"probe-{os.getpid()}-{time.time_ns()}"
+
+    def claim() -> tuple[subprocess.Popen, str]:
+        proc = subprocess.Popen([sys.executable, "-c", _CLAIM, name], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        return proc, proc.stdout.readline().strip()
+
+    first, first_dir = claim()
+    second, second_dir = claim()
+    try:
+        assert first_dir.endswith(name) and second_dir.endswith(f"{name}.1")
+    finally:
+        for proc in (first, second):
+            proc.stdin.close()
+            proc.wait(timeout=30)
+    third, third_dir = claim()  # the first folder is free again once its process has ended
+    third.stdin.close()
+    third.wait(timeout=30)
+    assert third_dir == first_dir
+    for folder in {first_dir, second_dir}:
+        shutil.rmtree(folder, ignore_errors=True)
