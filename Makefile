@@ -5,9 +5,11 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist); 0 runs the suite in this one process, the default. On the 2-core
-# machine two processes took 14-19 min instead of 22-26, but one run of four hung (stop 26: the S3
+# machine two processes took 14-19 min instead of 22-26, but one run of five hung (stop 26: the S3
 # test's and the compaction fixture's LocalClusters both stopped making progress, each in its own
-# process), so two stay opt-in (`make test PYTEST_WORKERS=2`) until that is understood.
+# process), so two stay opt-in (`make test PYTEST_WORKERS=2`) until that is understood. Keeping the
+# cluster tests in one process (xdist's --dist loadgroup) is no way out: pytest 9 ignores the group
+# names xdist 3.8 writes into test ids, and those tests alone are most of the suite (stop 27).
 PYTEST_WORKERS ?= 0
 
 .PHONY: demo test lint bench clean docs
