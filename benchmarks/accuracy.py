@@ -313,6 +313,9 @@ FRESH_HISTORY: dict[int, str] = {
         "(with seeds 4 and 6) had shown the key ensemble's map worse than its raw probability, stop 26 chose "
         "map families by the one-standard-error rule (key 9, rhythm 11): its key-calibration figures "
         "informed that rule."),
+    10: ("Seed 10 was rendered and first measured on 2026-12-03 in stop 27 with stop 26's extractors (rhythm "
+         "11, key 9), octave model and calibration maps: the first corpus rendered after the one-standard-"
+         "error rule, and its test. Nothing was fitted or chosen on it."),
 }
 
 
