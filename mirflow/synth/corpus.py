@@ -365,6 +365,7 @@ def _names_two_fifths(fh: Any) -> bool:
     return False
 
 
+@lru_cache(maxsize=1)  # music21's corpus does not move within a process; looking it up takes ~7 ms
 def _corpus_root() -> Path:
     from music21 import corpus
 

@@ -110,12 +110,6 @@ class ScorePiece:
     bar_starts: tuple[float, ...]
 
 
-def _corpus_root() -> Path:
-    from music21 import corpus
-
-    return Path(corpus.getComposer("bach")[0]).parent.parent
-
-
 def candidate_origins(family: str, *, extra: bool = False) -> list[str]:
     """Corpus paths of the pieces of one family, sorted (relative to music21's corpus).
 
@@ -130,6 +124,8 @@ def candidate_origins(family: str, *, extra: bool = False) -> list[str]:
     -------
     list of str
     """
+    from mirflow.synth.corpus import _corpus_root
+
     root = _corpus_root()
     if family == "quartet":
         found = [p for d in ("haydn", "mozart", "beethoven") for p in (root / d).rglob("*.mxl")
@@ -209,7 +205,7 @@ def load_score(origin: str, *, family: str, number: int | None = None,
     -------
     ScorePiece or None
     """
-    from mirflow.synth.corpus import key_signatures_change
+    from mirflow.synth.corpus import _corpus_root, key_signatures_change
 
     if key_signatures_change(_corpus_root() / origin):
         logger.info("skipping %s: its key signature changes (see signature_key)", origin)
