@@ -94,7 +94,7 @@ def raw_confidence(row: dict, p: np.ndarray, switch_p: float) -> tuple[float, fl
                                 switch_p)
     tempo = row["tempo"] * FACTORS[chosen]
     p_level = level_probability(tempo, np.asarray(row["madmom_tempi"]).reshape(-1, 2), row["tempo"])
-    return FACTORS[chosen], row["clarity"] * p_level * float(p[chosen])
+    return FACTORS[chosen], p_level * float(p[chosen])  # no clarity factor since rhythm 12
 
 
 def out_of_fold_confidences(rows: list[dict], truth: dict[str, float], model: OctaveModel,

@@ -97,6 +97,27 @@ def test_cross_validation_prefers_a_smooth_map_on_a_small_sample_and_respects_we
     assert np.mean(y_weighted) < np.mean(y_plain) - 0.1
 
 
+def test_leave_one_stratum_out_shows_a_map_that_only_learned_the_tuning_mixture():
+    # Two strata whose raw score says nothing: one always right, one always wrong. Random folds mix
+    # both and a map learns the mixture's 0.5 (Brier ~0.25); a stratum calibrated by a map fitted on
+    # the other alone is told 1 or 0 and is always wrong (Brier ~1): the shift a held-out corpus brings.
+    rng = np.random.default_rng(4)
+    raw = rng.uniform(0.3, 0.7, 80)
+    right = np.r_[np.ones(40), np.zeros(40)]
+    groups = ["always right"] * 40 + ["always wrong"] * 40
+    mixed = calibration.cross_validate(raw, right, methods=("platt", "isotonic-5"), repeats=3)
+    by_stratum = calibration.cross_validate(raw, right, methods=("platt", "isotonic-5"), groups=groups)
+    for method in ("platt", "isotonic-5"):
+        assert mixed[method]["brier"] < 0.3
+        assert by_stratum[method]["brier"] > 0.8 and by_stratum[method]["ece"] > 0.8
+    # strata whose score means the same thing calibrate each other as well as random folds do
+    right = (rng.uniform(0, 1, 80) < raw).astype(float)
+    same = calibration.cross_validate(raw, right, methods=("platt",), groups=[f"s{i % 4}" for i in range(80)])
+    assert same["platt"]["brier"] < 0.3 and same["platt"]["brier_se"] > 0
+    with pytest.raises(ValueError, match="groups"):
+        calibration.cross_validate(raw, right, groups=["a"] * 3)
+
+
 def test_fit_records_the_method_and_cross_validation_and_env_var_gives_raw(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     raw = rng.uniform(0, 1, 40)

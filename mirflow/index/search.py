@@ -336,44 +336,48 @@ def similar(catalog: str | os.PathLike[str] | Catalog, *, track_id: str | None =
             index = exact_in_memory(cat, embedding=embedding)
             log.info("%s (build one with `mirflow index build %s --embedding %s`)",
                      index.info.message, cat.url, embedding)
+    # One connection per call, closed here: the HTTP API calls this per request.
     con = connect(cat)
-    # Audio no path holds any more (a file rewritten since) is not offered as a neighbour: its
-    # vector may still be in the index, which is keyed by track id (see CURRENT_TRACKS_VIEW).
-    exclude: list[str] = [r[0] for r in con.execute(
-        "SELECT track_id FROM tracks EXCEPT SELECT track_id FROM current_tracks").fetchall()]
-    if track_id is not None:
-        row = con.execute("SELECT tempo_bpm, key FROM tracks WHERE track_id = ?", [track_id]).fetchone()
-        if track_id in index:
-            query = index.vector(track_id)
+    try:
+        # Audio no path holds any more (a file rewritten since) is not offered as a neighbour: its
+        # vector may still be in the index, which is keyed by track id (see CURRENT_TRACKS_VIEW).
+        exclude: list[str] = [r[0] for r in con.execute(
+            "SELECT track_id FROM tracks EXCEPT SELECT track_id FROM current_tracks").fetchall()]
+        if track_id is not None:
+            row = con.execute("SELECT tempo_bpm, key FROM tracks WHERE track_id = ?", [track_id]).fetchone()
+            if track_id in index:
+                query = index.vector(track_id)
+            else:
+                query = _catalog_vector(cat, embedding, track_id)
+                if query is None:
+                    if row is None:
+                        raise UnknownTrackError(f"no track {track_id!r} in catalog {cat.url}")
+                    raise UnknownTrackError(f"track {track_id!r} has no {embedding} embedding")
+                log.warning("track %s is not in the %s index (it is newer); searching with its catalog vector",
+                            track_id, embedding)
+            query_tempo_bpm, query_key = row if row is not None else (None, None)
+            exclude.append(track_id)
         else:
-            query = _catalog_vector(cat, embedding, track_id)
-            if query is None:
-                if row is None:
-                    raise UnknownTrackError(f"no track {track_id!r} in catalog {cat.url}")
-                raise UnknownTrackError(f"track {track_id!r} has no {embedding} embedding")
-            log.warning("track %s is not in the %s index (it is newer); searching with its catalog vector",
-                        track_id, embedding)
-        query_tempo_bpm, query_key = row if row is not None else (None, None)
-        exclude.append(track_id)
-    else:
-        query = np.asarray(vector, dtype=np.float32)
-    if mix:
-        more, more_params = mix_sql(query_tempo_bpm, query_key)
-        conditions += more
-        params += more_params
-    if where:
-        # The CLI user's own SQL over their own catalog; the HTTP API passes `filters` instead.
-        conditions.insert(0, f"({where})")
-    allowed = None
-    if conditions:
-        sql = "SELECT track_id FROM current_tracks WHERE " + " AND ".join(conditions)
-        try:
-            allowed = [r[0] for r in con.execute(sql, params).fetchall()]
-        except duckdb.Error as exc:
-            raise ConfigError(f"invalid filter (where: {where!r}): {str(exc).splitlines()[0]}") from None
-    scores, ids = index.search(query, int(k), allowed=allowed, exclude=exclude)
-    found = [(t, float(s)) for t, s in zip(ids[0], scores[0], strict=True) if t is not None]
-    return _neighbour_table(con, found, query_tempo_bpm, query_key)
+            query = np.asarray(vector, dtype=np.float32)
+        if mix:
+            more, more_params = mix_sql(query_tempo_bpm, query_key)
+            conditions += more
+            params += more_params
+        if where:
+            # The CLI user's own SQL over their own catalog; the HTTP API passes `filters` instead.
+            conditions.insert(0, f"({where})")
+        allowed = None
+        if conditions:
+            sql = "SELECT track_id FROM current_tracks WHERE " + " AND ".join(conditions)
+            try:
+                allowed = [r[0] for r in con.execute(sql, params).fetchall()]
+            except duckdb.Error as exc:
+                raise ConfigError(f"invalid filter (where: {where!r}): {str(exc).splitlines()[0]}") from None
+        scores, ids = index.search(query, int(k), allowed=allowed, exclude=exclude)
+        found = [(t, float(s)) for t, s in zip(ids[0], scores[0], strict=True) if t is not None]
+        return _neighbour_table(con, found, query_tempo_bpm, query_key)
+    finally:
+        con.close()
 
 
 def _catalog_vector(cat: Catalog, embedding: str, track_id: str) -> np.ndarray | None:
