@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/pooled_calibration.py OUT/results-fresh-n20-seed4 OUT/results-fresh-n20-seed6
     python benchmarks/pooled_calibration.py ... --backend raw    # the raw confidences
+    python benchmarks/pooled_calibration.py ... --plot docs/accuracy-reliability-pooled.png
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from accuracy import CALIBRATED, ece_uncertainty  # noqa: E402
+from accuracy import CALIBRATED, ece_uncertainty, reliability_plot  # noqa: E402
 
 from mirflow.evaluate import calibration_error  # noqa: E402
 from mirflow.extractors.calibration import calibrate  # noqa: E402
@@ -38,18 +39,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--system", default="mirflow-default", help="system folder inside each results folder")
     ap.add_argument("--backend", default="ensemble", help="backend whose maps calibrate the confidences; "
                     "one without a map (e.g. 'raw') leaves them raw")
+    ap.add_argument("--plot", type=Path, help="write the pooled reliability diagram (PNG) here")
     args = ap.parse_args(argv)
     df = pd.concat([pd.read_parquet(r / args.system / "per_track.parquet") for r in args.results],
                    ignore_index=True)
     print(f"{args.system} on {len(df)} tracks of {', '.join(r.name for r in args.results)}")
+    corpus = f"{len(args.results)} held-out corpora pooled, {len(df)} tracks"
+    tables = {}
     for extractor, conf, hit in CALIBRATED:
         rows = df[df[hit].notna()]
         calibrated = [None if pd.isna(v) else calibrate(extractor, args.backend, float(v)) for v in rows[conf]]
-        ece, _ = calibration_error(calibrated, rows[hit].tolist())
+        ece, table = calibration_error(calibrated, rows[hit].tolist())
+        family = "tempo" if extractor == "rhythm" else extractor
+        tables[f"{args.system.replace('-', ' ')} / {corpus} / {family}"] = table
         u = ece_uncertainty(calibrated, rows[hit].tolist())
         print(f"  {conf}: {len(rows)} tracks, share right {rows[hit].mean():.3f}, ECE {ece:.3f} "
               f"[95 % CI {u['lo']:.3f}, {u['hi']:.3f}]; perfectly calibrated: mean {u['floor']:.3f}, "
               f"95th percentile {u['floor95']:.3f}")
+    if args.plot:
+        print(f"wrote {reliability_plot(tables, args.plot, corpus=corpus)}")
     return 0
 
 

@@ -118,6 +118,19 @@ def test_leave_one_stratum_out_shows_a_map_that_only_learned_the_tuning_mixture(
         calibration.cross_validate(raw, right, groups=["a"] * 3)
 
 
+def test_fit_with_strata_records_leave_one_stratum_out_scores_but_chooses_by_random_folds(tmp_path):
+    rng = np.random.default_rng(5)
+    raw = rng.uniform(0, 1, 90)
+    right = (rng.uniform(0, 1, 90) < raw ** 2).astype(float)
+    strata = [f"stratum {i % 3}" for i in range(90)]
+    data = fit_calibration({"rhythm/ensemble": (raw.tolist(), right.tolist(), np.ones(90).tolist(), strata)},
+                           corpus="test", path=tmp_path / "calibration.json")
+    m = data["maps"]["rhythm/ensemble"]
+    assert set(m["cv_by_stratum"]) == set(calibration.METHODS)
+    assert m["cv_by_stratum"] == calibration.cross_validate(raw, right, sample_weight=np.ones(90), groups=strata)
+    assert m["method"] == calibration.choose_method(m["cv"])
+
+
 def test_fit_records_the_method_and_cross_validation_and_env_var_gives_raw(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     raw = rng.uniform(0, 1, 40)
@@ -128,6 +141,7 @@ def test_fit_records_the_method_and_cross_validation_and_env_var_gives_raw(tmp_p
     m = json.loads(path.read_text())["maps"]["key/ensemble"]
     assert m["method"] == data["maps"]["key/ensemble"]["method"] in calibration.METHODS
     assert set(m["cv"]) == set(calibration.METHODS) and m["method"] == calibration.choose_method(m["cv"])
+    assert "cv_by_stratum" not in m  # no strata given
     calibrated = calibrate("key", "ensemble", 0.3, path=path)
     assert calibrated == pytest.approx(float(np.interp(0.3, m["x"], m["y"])))
     monkeypatch.setenv(calibration.RAW_ENV, "1")
