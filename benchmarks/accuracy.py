@@ -317,10 +317,10 @@ FRESH_HISTORY: dict[int, str] = {
          "11, key 9), octave model and calibration maps: the first corpus rendered after the one-standard-"
          "error rule, and its test. Nothing was fitted or chosen on it."),
     12: ("Seed 12 was rendered and first measured on 2026-12-04 in stop 28, after rhythm version 12 (the "
-         "ensemble's raw tempo confidence is its level probability, without the pulse clarity) and the maps "
-         "refitted with their families chosen leaving one tuning stratum out; both were chosen on the tuning "
-         "corpus alone, prompted by the earlier fresh corpora's low tempo confidences that were right more often "
-         "than they said. Nothing was fitted or chosen on it."),
+         "ensemble's raw tempo confidence is its level probability, without the pulse clarity) and its map "
+         "refitted (now the identity), both chosen on the tuning corpus alone, prompted by the earlier fresh "
+         "corpora's low tempo confidences that were right more often than they said. Nothing was fitted or "
+         "chosen on it."),
 }
 
 
