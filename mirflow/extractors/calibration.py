@@ -281,40 +281,32 @@ def cross_validate(raw: Sequence[float | None], correct: Sequence[float], *,
     from sklearn.model_selection import KFold, LeaveOneGroupOut, StratifiedKFold
 
     r, hit, w = _as_arrays(raw, correct, sample_weight)
+    # Each round is one partition of the samples into folds: the strata once, or a repeat of k-fold.
+    rounds: list[list[tuple[np.ndarray, np.ndarray]]] = []
     if groups is not None:
         g = np.asarray(list(groups))
         if g.size != r.size:
             raise ValueError("groups and raw differ in length")
-        oof = {m: np.empty_like(r) for m in methods}
-        group_briers: dict[str, list[float]] = {m: [] for m in methods}
-        for train, test in LeaveOneGroupOut().split(r[:, None], hit, g):
-            for m in methods:
-                x, y = fit_map(m, r[train], hit[train], sample_weight=w[train])
-                oof[m][test] = np.interp(r[test], x, y)
-                group_briers[m].append(float(np.average((oof[m][test] - hit[test]) ** 2, weights=w[test])))
-        n_groups = len(np.unique(g))
-        return {m: {"brier": round(float(np.average((oof[m] - hit) ** 2, weights=w)), 5),
-                    "brier_se": round(float(np.std(group_briers[m], ddof=1) / np.sqrt(n_groups)), 5)
-                    if n_groups > 1 else 0.0,
-                    "ece": round(weighted_ece(oof[m], hit, w), 4)}
-                for m in methods}
-    labels = (hit > 0.5).astype(int)
-    k = min(folds, int(np.bincount(labels, minlength=2).min()))
+        rounds.append(list(LeaveOneGroupOut().split(r[:, None], hit, g)))
+    else:
+        labels = (hit > 0.5).astype(int)
+        k = min(folds, int(np.bincount(labels, minlength=2).min()))
+        for rep in range(repeats):
+            splitter = (StratifiedKFold(k, shuffle=True, random_state=seed + rep) if k >= 2
+                        else KFold(min(folds, r.size), shuffle=True, random_state=seed + rep))
+            rounds.append(list(splitter.split(r[:, None], labels)))
     scores: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
     fold_briers: dict[str, list[float]] = {m: [] for m in methods}
-    n_folds = 0
-    for rep in range(repeats):
-        splitter = (StratifiedKFold(k, shuffle=True, random_state=seed + rep) if k >= 2
-                    else KFold(min(folds, r.size), shuffle=True, random_state=seed + rep))
+    for splits in rounds:
         oof = {m: np.empty_like(r) for m in methods}
-        n_folds = splitter.get_n_splits()
-        for train, test in splitter.split(r[:, None], labels):
+        for train, test in splits:
             for m in methods:
                 x, y = fit_map(m, r[train], hit[train], sample_weight=w[train])
                 oof[m][test] = np.interp(r[test], x, y)
                 fold_briers[m].append(float(np.average((oof[m][test] - hit[test]) ** 2, weights=w[test])))
         for m in methods:
             scores[m].append((float(np.average((oof[m] - hit) ** 2, weights=w)), weighted_ece(oof[m], hit, w)))
+    n_folds = len(rounds[-1])
     return {m: {"brier": round(float(np.mean([b for b, _ in v])), 5),
                 "brier_se": round(float(np.std(fold_briers[m], ddof=1) / np.sqrt(n_folds)), 5),
                 "ece": round(float(np.mean([e for _, e in v])), 4)}

@@ -275,8 +275,9 @@ class OctaveSample:
 
     The ensemble's raw ``tempo_confidence`` of the level ``f`` (of :data:`~mirflow.extractors._octave.FACTORS`)
     is ``level_probability(tempo_bpm * f, madmom_tempi, tempo_bpm) * P(f)``, ``P`` the level
-    model's probability of the level chosen (``clarity``, the pulse clarity, was a third factor
-    up to rhythm version 11; it is kept for the fitting script's figures).
+    model's probability of the level chosen. ``clarity``, the pulse clarity, was a third factor
+    up to rhythm version 11; it stays in the sample so that the old confidence (``clarity`` times
+    the new one) can be rebuilt for comparison, as stop 28 did on the fresh held-out corpora.
     """
 
     tempo_bpm: float
@@ -398,13 +399,13 @@ class RhythmExtractor(Extractor):
         track = madmom_track(frontend, beats_per_bar=p.beats_per_bar, min_bpm=p.min_bpm, max_bpm=p.max_bpm)
         if track.beats.size < 2 or track.tempo_bpm is None:
             return self._none("madmom tracked fewer than two beats: no tempo", "fewer than two beats")
-        clarity = pulse_clarity(strength)
         beats, positions, meter = track.beats, track.beat_in_bar, track.meter
         tempo = fitted_bpm(beats)
         if tempo is None:
             return self._none("madmom's beats give no tempo: no tempo", "no tempo from the beats")
         if not ensemble:
-            conf, alt, alt_conf = self._octave_confidences(act[:, 0], float(MADMOM_FPS), tempo, clarity)
+            conf, alt, alt_conf = self._octave_confidences(act[:, 0], float(MADMOM_FPS), tempo,
+                                                           pulse_clarity(strength))
             return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
                               confidence=conf, alt=alt, alt_confidence=alt_conf, note="madmom")
         feats = onset_features(frontend)
@@ -441,7 +442,7 @@ class RhythmExtractor(Extractor):
         # failures too; the fresh held-out corpora showed the same (confidences under 0.4 right
         # far more often than they said). Leave-one-stratum-out Brier score of the calibrated
         # confidence 0.126 -> 0.102, the level probability needing no map (out-of-fold decisions, stop 28).
-        # Clarity still decides "no tempo" (min_periodicity) above.
+        # The periodicity strength behind the clarity still decides "no tempo" (min_periodicity) above.
         return self._emit(beats=beats, beat_in_bar=positions, meter=meter, tempo=tempo,
                           confidence=p_level * decision.p_chosen, alt=alt,
                           alt_confidence=p_level * decision.p_alt,
