@@ -214,14 +214,16 @@ def render_varied(out: Path, per_stratum: int, seed: int, heldout: Path | None, 
 
 def render_tuning_family(out: Path, family: str, n: int, seed: int, heldout: list[Any], varied: Path | None,
                          more_tuning: Sequence[Path], tuning_chorales: list[str], seeds_in_use: set[int]) -> Path:
-    """Render (or reuse) more tracks of one held-out family for the tuning corpus (jigs, reels).
+    """Render (or reuse) more tracks of one held-out family for the tuning corpus (jigs, reels, piano).
 
     Jigs (stop 20) are where a tracker follows two eighths of 6/8 (a 3:2 error), and the
     varied tuning corpus had only 12 of them, 4 with that error: too few to fit the octave
     model's 3:2 level on. Reels at a reel's speed (stop 21) are where it follows the quarter
     notes of a 2/2 reel (twice the beat); the stop-20 model, fitted before the varied
     corpus's 12 reels were rendered at that speed, chose the right level on 3 of them
-    (``benchmarks/fit_octave.py``'s samples; stop 22).
+    (``benchmarks/fit_octave.py``'s samples; stop 22). Piano pieces at a slow notated beat
+    (stop 29) are where it follows the eighth notes (twice the beat): the varied corpus had
+    3 piano tracks below 80 BPM, all tracked at twice the beat and kept there out of fold.
 
     These are more pieces of the same family
     (``generate_heldout_corpus(strata=(family,))``) with ``seed``, none of the held-out
@@ -229,12 +231,15 @@ def render_tuning_family(out: Path, family: str, n: int, seed: int, heldout: lis
     or the earlier fresh held-out corpora's pieces of the family
     (:data:`~mirflow.synth.scores.FRESH_BEFORE_TUNING`: rendered before these were
     added) and none of their track seeds; the fresh corpus of this run keeps clear of
-    them in turn (:func:`render_fresh`). The folder is named ``varied-{family}s-…``:
-    the tracks count as varied tuning tracks of their stratum in the tables.
+    them in turn (:func:`render_fresh`). Piano tracks draw the tuning piano pool
+    (:data:`~mirflow.synth.scores.TUNING_EXTRA_ORIGINS`), which the varied tracks drew too
+    (:func:`~mirflow.synth.scores.tuning_family_exclusions` says why). The folder is named
+    ``varied-{family}s-…``: the tracks count as varied tuning tracks of their stratum in the tables.
     """
     from mirflow.synth import fluidsynth_available, read_truth_jsonl
     from mirflow.synth.scores import (
         FRESH_BEFORE_TUNING,
+        TUNING_EXTRA_ORIGINS,
         generate_heldout_corpus,
         tuning_family_exclusions,
         varied_tuning_exclusions,
@@ -244,12 +249,13 @@ def render_tuning_family(out: Path, family: str, n: int, seed: int, heldout: lis
         raise SystemExit(f"--tuning-{family}s-seed must differ from the other corpora's seeds")
     pieces, seeds = tuning_family_exclusions(family, heldout, read_truth_jsonl(varied) if varied is not None else [],
                                              *(read_truth_jsonl(m) for m in more_tuning))
-    params = {**varied_params(n, seed, pieces, seeds, tuning_chorales), "strata": [family], "extra_pieces": False}
+    params = {**varied_params(n, seed, pieces, seeds, tuning_chorales), "strata": [family],
+              "extra_pieces": family in TUNING_EXTRA_ORIGINS}
     root = out / f"varied-{family}s-n{n}-seed{seed}"
     manifest = _rendered(root, params, f"tuning {family}s", lambda: generate_heldout_corpus(
         root, n_per_stratum=n, seed=seed, strata=(family,), exclude_pieces=pieces, exclude_seeds=seeds,
-        duration_s=params["duration_s"], degrade_fraction=params["degrade_fraction"],
-        rubato_fraction=params["rubato_fraction"], backend="fluidsynth" if fluidsynth_available() else "numpy"))
+        extra_pieces=params["extra_pieces"], duration_s=params["duration_s"],
+        degrade_fraction=params["degrade_fraction"], rubato_fraction=params["rubato_fraction"], backend="fluidsynth" if fluidsynth_available() else "numpy"))
     got_pieces, got_seeds = varied_tuning_exclusions(read_truth_jsonl(manifest))
     if got_pieces & pieces or got_seeds & seeds:
         raise SystemExit(f"the tuning {family}s in {root} share pieces or seeds with a held-out or tuning corpus; "
@@ -265,7 +271,7 @@ def render_fresh(out: Path, per_stratum: int, seed: int, varied: Path | None, tu
     never used to fit or choose anything: the varied tuning tracks' pieces and seeds and the
     tuning chorales are excluded (the held-out corpus of ``--heldout-seed`` may share pieces
     with it: quartets and piano have only those left), and so are those of ``more_tuning``
-    (the tuning jigs and reels). The reuse stamp records the varied corpus's exclusions alone, so
+    (the tuning jigs, reels and piano tracks). The reuse stamp records the varied corpus's exclusions alone, so
     that adding tuning tracks that avoid this corpus's pieces keeps the corpus rendered
     before them; the check after it covers all the tuning music.
     """
@@ -273,8 +279,8 @@ def render_fresh(out: Path, per_stratum: int, seed: int, varied: Path | None, tu
     from mirflow.synth.scores import generate_heldout_corpus, varied_tuning_exclusions
 
     if seed in seeds_in_use:
-        raise SystemExit("--fresh-seed must differ from --seed, --heldout-seed, --varied-seed, --tuning-jigs-seed "
-                         "and --tuning-reels-seed")
+        raise SystemExit("--fresh-seed must differ from --seed, --heldout-seed, --varied-seed, --tuning-jigs-seed, "
+                         "--tuning-reels-seed and --tuning-pianos-seed")
     pieces, seeds = varied_tuning_exclusions(read_truth_jsonl(varied)) if varied is not None else (set(), set())
     params = {**varied_params(per_stratum, seed, pieces, seeds, tuning_chorales), "extra_pieces": False}
     for manifest in more_tuning:
@@ -321,6 +327,10 @@ FRESH_HISTORY: dict[int, str] = {
          "refitted (now the identity), both chosen on the tuning corpus alone, prompted by the earlier fresh "
          "corpora's low tempo confidences that were right more often than they said. Nothing was fitted or "
          "chosen on it."),
+    14: ("Seed 14 was rendered and first measured on 2026-12-04 in stop 29, after rhythm version 13 (the octave "
+         "model refitted with 24 tuning piano tracks added, prompted by the earlier fresh corpora's slow piano "
+         "pieces reported at twice the beat) and the confidence maps refitted with them (key version 10), all on "
+         "the tuning corpus alone. Nothing was fitted or chosen on it."),
 }
 
 
@@ -998,7 +1008,9 @@ def write_markdown(path: Path, results: list[Result], corpora: dict[str, dict[st
     v = next(tuning_parts, None) if args.varied > 0 else None
     jigs = next(tuning_parts, None) if args.tuning_jigs > 0 else None
     reels = next(tuning_parts, None) if args.tuning_reels > 0 else None
-    extras = " and ".join(f"the {d['tracks']} {what} below" for d, what in ((jigs, "jigs"), (reels, "reels")) if d)
+    pianos = next(tuning_parts, None) if args.tuning_pianos > 0 else None
+    extras = ", ".join(f"the {d['tracks']} {what} below" for d, what in
+                       ((jigs, "jigs"), (reels, "reels"), (pianos, "piano tracks")) if d)
     h = corpora.get("held-out")
     fresh = corpora.get("fresh held-out")
     fmts = ", ".join(f"{k} {n}" for k, n in c["formats"].items())
@@ -1055,6 +1067,16 @@ right level on 3 of the varied corpus's 12 reels; madmom's tracker follows 10 of
 beat. They count as varied reels in the tables.
 Formats: {', '.join(f'{k} {n}' for k, n in reels['formats'].items())}.
 """
+    if pianos:
+        varied_text += f"""
+**Tuning piano tracks** (`varied-pianos-n{args.tuning_pianos}-seed{args.tuning_pianos_seed}`, stop 29): {pianos['tracks']} more
+piano tracks from the same generator (seed {args.tuning_pianos_seed}) and the same tuning piano pool as the varied
+piano tracks (its pieces are all the piano music outside the held-out corpus; other track seeds, tempi, keys and
+degradations), none of any held-out corpus's pieces or track seeds. The varied corpus's 3 piano tracks below
+80 BPM were all tracked at twice the notated beat and kept there out of fold, and the fresh held-out corpora's
+slow piano pieces were the largest group of tempo errors (25 of 127). They count as varied piano works in
+the tables. Formats: {', '.join(f'{k} {n}' for k, n in pianos['formats'].items())}.
+"""
     heldout_text = ""
     if h:
         heldout_text = f"""
@@ -1088,7 +1110,7 @@ tempi, keys, instruments and degradations. Formats: {', '.join(f'{k} {n}' for k,
 """
     text = f"""# Accuracy: mirflow against each library's own recipe, tuning and held-out
 
-Generated by `benchmarks/accuracy.py{' --quick' if args.quick else ''} --n {args.n} --seed {args.seed} --heldout {args.heldout} --heldout-seed {args.heldout_seed} --varied {args.varied} --varied-seed {args.varied_seed} --tuning-jigs {args.tuning_jigs} --tuning-jigs-seed {args.tuning_jigs_seed} --tuning-reels {args.tuning_reels} --tuning-reels-seed {args.tuning_reels_seed}{f' --fresh {args.fresh} --fresh-seed {args.fresh_seed}' if args.fresh else ''} --systems {' '.join(args.systems)}{' --fit-calibration' if args.fit_calibration else ''}`
+Generated by `benchmarks/accuracy.py{' --quick' if args.quick else ''} --n {args.n} --seed {args.seed} --heldout {args.heldout} --heldout-seed {args.heldout_seed} --varied {args.varied} --varied-seed {args.varied_seed} --tuning-jigs {args.tuning_jigs} --tuning-jigs-seed {args.tuning_jigs_seed} --tuning-reels {args.tuning_reels} --tuning-reels-seed {args.tuning_reels_seed} --tuning-pianos {args.tuning_pianos} --tuning-pianos-seed {args.tuning_pianos_seed}{f' --fresh {args.fresh} --fresh-seed {args.fresh_seed}' if args.fresh else ''} --systems {' '.join(args.systems)}{' --fit-calibration' if args.fit_calibration else ''}`
 on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} (this invocation {elapsed_s / 60:.0f} min; work already in
 its `--out` folder from earlier invocations was reused);
 {os.cpu_count()} cores ({cpu_name()}), shared with other work; {_versions()}.
@@ -1196,6 +1218,8 @@ def main(argv: list[str] | None = None) -> int:
         HELDOUT_SEED,
         TUNING_JIGS,
         TUNING_JIGS_SEED,
+        TUNING_PIANOS,
+        TUNING_PIANOS_SEED,
         TUNING_REELS,
         TUNING_REELS_SEED,
         VARIED_PER_STRATUM,
@@ -1218,6 +1242,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="more reels for the tuning corpus, none of any held-out corpus's pieces "
                          "(default %(default)s; 0 = none)")
     ap.add_argument("--tuning-reels-seed", type=int, default=TUNING_REELS_SEED,
+                    help="their seed (default %(default)s)")
+    ap.add_argument("--tuning-pianos", type=int, default=TUNING_PIANOS,
+                    help="more piano tracks for the tuning corpus, from the tuning piano pool, none of any held-out "
+                         "corpus's pieces (default %(default)s; 0 = none)")
+    ap.add_argument("--tuning-pianos-seed", type=int, default=TUNING_PIANOS_SEED,
                     help="their seed (default %(default)s)")
     ap.add_argument("--fresh", type=int, default=0,
                     help="tracks per stratum of a fresh held-out corpus: the held-out families with none of the "
@@ -1275,22 +1304,22 @@ def main(argv: list[str] | None = None) -> int:
         varied = render_varied(out, args.varied, args.varied_seed, heldout, args.heldout, args.heldout_seed,
                                tuning_chorales)
         manifests["tuning"].append((varied, f"varied-n{args.varied}-seed{args.varied_seed}"))
-    extra_tuning: list[Path] = []  # the tuning jigs, then the tuning reels
+    extra_tuning: list[Path] = []  # the tuning jigs, then the tuning reels, then the tuning piano tracks
+    extra_seeds = {args.tuning_jigs_seed, args.tuning_reels_seed, args.tuning_pianos_seed}
     heldout_tracks = (_heldout_tracks(heldout, args.heldout, args.heldout_seed, tuning_chorales)
-                      if args.tuning_jigs > 0 or args.tuning_reels > 0 else [])
+                      if args.tuning_jigs > 0 or args.tuning_reels > 0 or args.tuning_pianos > 0 else [])
     for family, n_extra, extra_seed in (("jig", args.tuning_jigs, args.tuning_jigs_seed),
-                                        ("reel", args.tuning_reels, args.tuning_reels_seed)):
+                                        ("reel", args.tuning_reels, args.tuning_reels_seed),
+                                        ("piano", args.tuning_pianos, args.tuning_pianos_seed)):
         if n_extra > 0:
             extra_tuning.append(render_tuning_family(
                 out, family, n_extra, extra_seed,
                 heldout_tracks, varied, extra_tuning,
-                tuning_chorales, {args.seed, args.heldout_seed, args.varied_seed, args.tuning_jigs_seed,
-                                  args.tuning_reels_seed} - {extra_seed}))
+                tuning_chorales, {args.seed, args.heldout_seed, args.varied_seed, *extra_seeds} - {extra_seed}))
             manifests["tuning"].append((extra_tuning[-1], f"varied-{family}s-n{n_extra}-seed{extra_seed}"))
     if args.fresh > 0:
         fresh = render_fresh(out, args.fresh, args.fresh_seed, varied, tuning_chorales,
-                             {args.seed, args.heldout_seed, args.varied_seed, args.tuning_jigs_seed,
-                              args.tuning_reels_seed}, extra_tuning)
+                             {args.seed, args.heldout_seed, args.varied_seed, *extra_seeds}, extra_tuning)
         manifests["fresh held-out"] = [(fresh, f"fresh-n{args.fresh}-seed{args.fresh_seed}")]
     parts = {name: {tag: describe_corpus(m) for m, tag in ps} for name, ps in manifests.items()}
     corpora = {name: merge_descriptions(list(d.values())) for name, d in parts.items()}

@@ -24,7 +24,7 @@ Usage (after ``benchmarks/accuracy.py --out OUT`` has rendered the corpora)::
 
     OMP_NUM_THREADS=1 python benchmarks/fit_octave.py OUT/corpus-n48-seed0/truth.jsonl \\
         OUT/varied-n12-seed2/truth.jsonl OUT/varied-jigs-n24-seed5/truth.jsonl \\
-        OUT/varied-reels-n24-seed7/truth.jsonl --write
+        OUT/varied-reels-n24-seed7/truth.jsonl OUT/varied-pianos-n24-seed9/truth.jsonl --write
 
 The measurements are cached in ``--cache`` (one JSON line per file), so a refit
 after a change to the fitting alone takes seconds.

@@ -133,8 +133,9 @@ def test_plan_refuses_an_excluded_seed_and_keeps_its_draws_without_exclusions():
 @pytest.mark.slow
 def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldout_corpus():
     """The benchmark's defaults (``--n 48 --seed 0``, held-out 6 × seed 1, varied 12 × seed 2, tuning jigs
-    24 × seed 5, tuning reels 24 × seed 7, fresh 20 × seed 4, and the fresh corpora rendered before the
-    tuning jigs or reels: seeds 3 and 6): the tuning corpus and each held-out corpus are disjoint sets.
+    24 × seed 5, tuning reels 24 × seed 7, tuning piano tracks 24 × seed 9, fresh 20 × seed 4, and the fresh
+    corpora rendered before the tuning jigs, reels or piano tracks: seeds 3-12): the tuning corpus and each
+    held-out corpus are disjoint sets.
 
     ``benchmarks/accuracy.py`` also checks the rendered corpora on every run.
     """
@@ -146,8 +147,11 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
         HELDOUT_PER_STRATUM,
         HELDOUT_SEED,
         HELDOUT_STRATA,
+        TUNING_EXTRA_ORIGINS,
         TUNING_JIGS,
         TUNING_JIGS_SEED,
+        TUNING_PIANOS,
+        TUNING_PIANOS_SEED,
         TUNING_REELS,
         TUNING_REELS_SEED,
         VARIED_PER_STRATUM,
@@ -182,21 +186,28 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
     # drawn first, while music21's parsed pieces are in load_score's cache for the exclusions below
     earlier = {(family, seed): plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=seed, strata=(family,),
                                                    exclude_pieces=vpieces)
-               for family in ("jig", "reel") for seed in FRESH_BEFORE_TUNING[family]}
+               for family in ("jig", "reel", "piano") for seed in FRESH_BEFORE_TUNING[family]}
     jig_pieces, jig_seeds = tuning_family_exclusions("jig", heldout, varied)
     jigs = plan_heldout_corpus(n_per_stratum=TUNING_JIGS, seed=TUNING_JIGS_SEED, strata=("jig",),
                                exclude_pieces=jig_pieces, exclude_seeds=jig_seeds)
     reel_pieces, reel_seeds = tuning_family_exclusions("reel", heldout, varied, jigs)
     reels = plan_heldout_corpus(n_per_stratum=TUNING_REELS, seed=TUNING_REELS_SEED, strata=("reel",),
                                 exclude_pieces=reel_pieces, exclude_seeds=reel_seeds)
+    # the tuning piano tracks draw the tuning piano pool, which the varied tracks drew too: other seeds
+    piano_pieces, piano_seeds = tuning_family_exclusions("piano", heldout, varied, jigs, reels)
+    pianos = plan_heldout_corpus(n_per_stratum=TUNING_PIANOS, seed=TUNING_PIANOS_SEED, strata=("piano",),
+                                 exclude_pieces=piano_pieces, exclude_seeds=piano_seeds, extra_pieces=True)
+    assert len(pianos) == TUNING_PIANOS and {t.stratum for t in pianos} == {"piano works"}
+    assert {t.piece for t in pianos} == set(TUNING_EXTRA_ORIGINS["piano"]) and not {t.piece for t in pianos} & heldout_pieces
+    assert not {t.seed for t in pianos} & (vseeds | {t.seed for t in jigs + reels} | {t.seed for t in heldout})
     extra_pieces = {t.piece for t in jigs + reels}
-    tuning_pieces = varied_pieces | extra_pieces | set(tuning_chorales)
-    tuning_seeds = vseeds | {t.seed for t in jigs + reels}
+    tuning_pieces = varied_pieces | extra_pieces | {t.piece for t in pianos} | set(tuning_chorales)
+    tuning_seeds = vseeds | {t.seed for t in jigs + reels + pianos}
     assert len(extra_pieces) == TUNING_JIGS + TUNING_REELS and not extra_pieces & (heldout_pieces | vpieces)
     assert {t.stratum for t in reels} == {"reels and hornpipes (fast)"}
     # the fresh held-out corpus (rendered after the fits) keeps clear of the whole tuning corpus
-    assert FRESH_SEED not in (VARIED_SEED, HELDOUT_SEED, TUNING_JIGS_SEED, TUNING_REELS_SEED, 0)
-    extra_tuning_pieces, extra_tuning_seeds = varied_tuning_exclusions(jigs + reels)
+    assert FRESH_SEED not in (VARIED_SEED, HELDOUT_SEED, TUNING_JIGS_SEED, TUNING_REELS_SEED, TUNING_PIANOS_SEED, 0)
+    extra_tuning_pieces, extra_tuning_seeds = varied_tuning_exclusions(jigs + reels + pianos)
     fresh = plan_heldout_corpus(n_per_stratum=FRESH_PER_STRATUM, seed=FRESH_SEED, exclude_chorales=tuning_chorales,
                                 exclude_pieces=vpieces | extra_tuning_pieces,
                                 exclude_seeds=vseeds | extra_tuning_seeds)

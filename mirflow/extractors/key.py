@@ -284,8 +284,9 @@ class KeyExtractor(Extractor):
     # still the identity); 8: the ensemble pools log-linearly with weights 0.5/0.2/0.3 (chosen on the
     # tuning corpus, benchmarks/fit_key_ensemble.py) and its confidence map is refitted; 9: the
     # ensemble's confidence is its pooled probability again (the one-standard-error rule of
-    # calibration.choose_method keeps the identity map)
-    version = "9"
+    # calibration.choose_method keeps the identity map); 10: the essentia and librosa backends' maps
+    # refitted with the 24 tuning piano tracks (the ensemble's is still the identity)
+    version = "10"
     Params = KeyParams
     columns = ("key", "key_tonic", "key_mode", "key_jams", "key_camelot", "key_openkey",
                "key_confidence", "key_alt", "key_alt_confidence")

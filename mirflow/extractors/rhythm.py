@@ -316,7 +316,9 @@ class RhythmExtractor(Extractor):
     #     (calibration.choose_method): Platt scaling instead of full isotonic regression
     # 12: the ensemble's raw tempo confidence is its level probability without the pulse clarity;
     #     its map refitted (the identity: the level probability is kept as it is)
-    version = "12"
+    # 13: the octave model refitted with 24 tuning piano tracks added (slow piano pieces tracked at
+    #     twice the beat: benchmarks/accuracy.py --tuning-pianos), and the maps after it
+    version = "13"
     Params = RhythmParams
     columns = ("tempo_bpm", "tempo_confidence", "tempo_alt_bpm", "tempo_alt_confidence",
                "tempo_stability", "meter", "beat_count", "downbeat_count")

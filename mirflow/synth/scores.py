@@ -536,22 +536,26 @@ HELDOUT_STRATA: tuple[tuple[str, str, tuple[float, float]], ...] = (
 
 
 #: The benchmark's defaults (``benchmarks/accuracy.py --heldout/--heldout-seed/--varied/--varied-seed/
-#: --tuning-jigs/--tuning-jigs-seed/--tuning-reels/--tuning-reels-seed/--fresh/--fresh-seed``): held-out
-#: corpora of 6 tracks per stratum from seed 1; the varied part of the tuning corpus, 12 per stratum from
-#: seed 2 with the held-out pieces and seeds excluded (4 before the octave model was fitted on it), 24 more
-#: jigs from seed 5 (stop 20: the 3:2 level of the model needs more than 12 jigs) and 24 more reels from
+#: --tuning-jigs/--tuning-jigs-seed/--tuning-reels/--tuning-reels-seed/--tuning-pianos/--tuning-pianos-seed/
+#: --fresh/--fresh-seed``): held-out corpora of 6 tracks per stratum from seed 1; the varied part of the
+#: tuning corpus, 12 per stratum from seed 2 with the held-out pieces and seeds excluded (4 before the
+#: octave model was fitted on it), 24 more jigs from seed 5 (stop 20: the 3:2 level of the model needs more than 12 jigs) and 24 more reels from
 #: seed 7 (stop 22: reels at a reel's speed, tracked at twice the beat, need more than 12), none of any
-#: held-out corpus's pieces; a *fresh* held-out corpus of 20 per stratum, rendered after the model and
-#: calibration were fitted, with the tuning corpus's pieces and seeds excluded: seed 4 since stop 20.
+#: held-out corpus's pieces, and 24 more piano tracks from seed 9 (stop 29: slow piano pieces tracked at
+#: twice the beat; the varied corpus had 3 below 80 BPM) from the tuning piano pool; a *fresh* held-out
+#: corpus of 20 per stratum, rendered after the model and calibration were fitted, with the tuning
+#: corpus's pieces and seeds excluded: seed 4 since stop 20.
 HELDOUT_PER_STRATUM, HELDOUT_SEED = 6, 1
 VARIED_PER_STRATUM, VARIED_SEED = 12, 2
 TUNING_JIGS, TUNING_JIGS_SEED = 24, 5
 TUNING_REELS, TUNING_REELS_SEED = 24, 7
+TUNING_PIANOS, TUNING_PIANOS_SEED = 24, 9
 FRESH_PER_STRATUM, FRESH_SEED = 20, 4
 #: The fresh held-out corpora rendered before a family's extra tuning tracks existed, whose pieces
 #: of that family those tracks keep clear of: the tuning jigs (stop 20) came after seed 3 (stop 19),
-#: the tuning reels (stop 22) after seeds 3, 4 (stop 20) and 6 (stop 21).
-FRESH_BEFORE_TUNING: dict[str, tuple[int, ...]] = {"jig": (3,), "reel": (3, 4, 6)}
+#: the tuning reels (stop 22) after seeds 3, 4 (stop 20) and 6 (stop 21), the tuning piano tracks (stop 29)
+#: after seeds 3-12 (whose piano pieces are the held-out corpus's two, excluded anyway).
+FRESH_BEFORE_TUNING: dict[str, tuple[int, ...]] = {"jig": (3,), "reel": (3, 4, 6), "piano": (3, 4, 6, 8, 10, 12)}
 
 
 @dataclass(frozen=True)
@@ -762,13 +766,19 @@ def tuning_family_exclusions(family: str, heldout: list[PlannedTrack] | list[Tru
                               *more: list[PlannedTrack] | list[Truth]) -> tuple[set[str], set[int]]:
     """The pieces and track seeds a family's extra tuning tracks must not share with another corpus.
 
-    The extra tuning tracks are :data:`TUNING_JIGS` jigs and :data:`TUNING_REELS` reels. They keep
-    clear of the held-out corpus, the varied tuning corpus, the other extra tuning tracks (``more``)
-    and the family's pieces in the fresh held-out corpora of :data:`FRESH_BEFORE_TUNING` (rendered
-    before these tracks existed, drawn as ``benchmarks/accuracy.py`` draws them: the varied corpus's
-    pieces excluded; a family's pieces are drawn apart from the others', so the tuning tracks of
-    other families change nothing in that draw). A fresh corpus rendered later excludes the extra
-    tuning tracks in turn.
+    The extra tuning tracks are :data:`TUNING_JIGS` jigs, :data:`TUNING_REELS` reels and
+    :data:`TUNING_PIANOS` piano tracks. They keep clear of the held-out corpus, the varied tuning
+    corpus, the other extra tuning tracks (``more``) and the family's pieces in the fresh held-out
+    corpora of :data:`FRESH_BEFORE_TUNING` (rendered before these tracks existed, drawn as
+    ``benchmarks/accuracy.py`` draws them: the varied corpus's pieces excluded; a family's pieces are
+    drawn apart from the others', so the tuning tracks of other families change nothing in that draw).
+    A fresh corpus rendered later excludes the extra tuning tracks in turn.
+
+    A family with a tuning-only pool (:data:`TUNING_EXTRA_ORIGINS`: piano) may draw the pieces the
+    varied corpus and the other extra tuning tracks drew, not their track seeds: outside the held-out
+    corpus that pool is all the piano music there is, and what must stay apart is tuning from
+    held-out music, not one tuning track from another. Its tracks are drawn from that pool
+    (``extra_pieces=True``).
 
     Returns
     -------
@@ -777,12 +787,11 @@ def tuning_family_exclusions(family: str, heldout: list[PlannedTrack] | list[Tru
     """
     pieces, seeds = varied_tuning_exclusions(heldout)
     varied_pieces, varied_seeds = varied_tuning_exclusions(varied)
-    pieces |= varied_pieces
-    seeds |= varied_seeds
-    for other in more:
-        other_pieces, other_seeds = varied_tuning_exclusions(other)
-        pieces |= other_pieces
-        seeds |= other_seeds
+    reuse = family in TUNING_EXTRA_ORIGINS
+    for tuning in (varied, *more):
+        tuning_pieces, tuning_seeds = varied_tuning_exclusions(tuning)
+        pieces |= set() if reuse else tuning_pieces
+        seeds |= tuning_seeds
     for fresh_seed in FRESH_BEFORE_TUNING.get(family, ()):
         pieces |= {piece_id(o, k) for o, k in find_pieces(family, FRESH_PER_STRATUM, seed=fresh_seed,
                                                           exclude=varied_pieces)}
