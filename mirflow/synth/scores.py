@@ -786,7 +786,7 @@ def tuning_family_exclusions(family: str, heldout: list[PlannedTrack] | list[Tru
         :func:`piece_id` names and track seeds.
     """
     pieces, seeds = varied_tuning_exclusions(heldout)
-    varied_pieces, varied_seeds = varied_tuning_exclusions(varied)
+    varied_pieces = varied_tuning_exclusions(varied)[0]  # the fresh corpora below were drawn without them
     reuse = family in TUNING_EXTRA_ORIGINS
     for tuning in (varied, *more):
         tuning_pieces, tuning_seeds = varied_tuning_exclusions(tuning)
