@@ -255,7 +255,8 @@ def render_tuning_family(out: Path, family: str, n: int, seed: int, heldout: lis
     manifest = _rendered(root, params, f"tuning {family}s", lambda: generate_heldout_corpus(
         root, n_per_stratum=n, seed=seed, strata=(family,), exclude_pieces=pieces, exclude_seeds=seeds,
         extra_pieces=params["extra_pieces"], duration_s=params["duration_s"],
-        degrade_fraction=params["degrade_fraction"], rubato_fraction=params["rubato_fraction"], backend="fluidsynth" if fluidsynth_available() else "numpy"))
+        degrade_fraction=params["degrade_fraction"], rubato_fraction=params["rubato_fraction"],
+        backend="fluidsynth" if fluidsynth_available() else "numpy"))
     got_pieces, got_seeds = varied_tuning_exclusions(read_truth_jsonl(manifest))
     if got_pieces & pieces or got_seeds & seeds:
         raise SystemExit(f"the tuning {family}s in {root} share pieces or seeds with a held-out or tuning corpus; "
@@ -271,9 +272,9 @@ def render_fresh(out: Path, per_stratum: int, seed: int, varied: Path | None, tu
     never used to fit or choose anything: the varied tuning tracks' pieces and seeds and the
     tuning chorales are excluded (the held-out corpus of ``--heldout-seed`` may share pieces
     with it: quartets and piano have only those left), and so are those of ``more_tuning``
-    (the tuning jigs, reels and piano tracks). The reuse stamp records the varied corpus's exclusions alone, so
-    that adding tuning tracks that avoid this corpus's pieces keeps the corpus rendered
-    before them; the check after it covers all the tuning music.
+    (the tuning jigs, reels and piano tracks). The reuse stamp records the varied corpus's
+    exclusions alone, so that adding tuning tracks that avoid this corpus's pieces keeps the
+    corpus rendered before them; the check after it covers all the tuning music.
     """
     from mirflow.synth import fluidsynth_available, read_truth_jsonl
     from mirflow.synth.scores import generate_heldout_corpus, varied_tuning_exclusions
@@ -1305,7 +1306,8 @@ def main(argv: list[str] | None = None) -> int:
                                tuning_chorales)
         manifests["tuning"].append((varied, f"varied-n{args.varied}-seed{args.varied_seed}"))
     extra_tuning: list[Path] = []  # the tuning jigs, then the tuning reels, then the tuning piano tracks
-    extra_seeds = {args.tuning_jigs_seed, args.tuning_reels_seed, args.tuning_pianos_seed}
+    seeds_in_use = {args.seed, args.heldout_seed, args.varied_seed, args.tuning_jigs_seed, args.tuning_reels_seed,
+                    args.tuning_pianos_seed}
     heldout_tracks = (_heldout_tracks(heldout, args.heldout, args.heldout_seed, tuning_chorales)
                       if args.tuning_jigs > 0 or args.tuning_reels > 0 or args.tuning_pianos > 0 else [])
     for family, n_extra, extra_seed in (("jig", args.tuning_jigs, args.tuning_jigs_seed),
@@ -1315,11 +1317,10 @@ def main(argv: list[str] | None = None) -> int:
             extra_tuning.append(render_tuning_family(
                 out, family, n_extra, extra_seed,
                 heldout_tracks, varied, extra_tuning,
-                tuning_chorales, {args.seed, args.heldout_seed, args.varied_seed, *extra_seeds} - {extra_seed}))
+                tuning_chorales, seeds_in_use - {extra_seed}))
             manifests["tuning"].append((extra_tuning[-1], f"varied-{family}s-n{n_extra}-seed{extra_seed}"))
     if args.fresh > 0:
-        fresh = render_fresh(out, args.fresh, args.fresh_seed, varied, tuning_chorales,
-                             {args.seed, args.heldout_seed, args.varied_seed, *extra_seeds}, extra_tuning)
+        fresh = render_fresh(out, args.fresh, args.fresh_seed, varied, tuning_chorales, seeds_in_use, extra_tuning)
         manifests["fresh held-out"] = [(fresh, f"fresh-n{args.fresh}-seed{args.fresh_seed}")]
     parts = {name: {tag: describe_corpus(m) for m, tag in ps} for name, ps in manifests.items()}
     corpora = {name: merge_descriptions(list(d.values())) for name, d in parts.items()}

@@ -539,12 +539,12 @@ HELDOUT_STRATA: tuple[tuple[str, str, tuple[float, float]], ...] = (
 #: --tuning-jigs/--tuning-jigs-seed/--tuning-reels/--tuning-reels-seed/--tuning-pianos/--tuning-pianos-seed/
 #: --fresh/--fresh-seed``): held-out corpora of 6 tracks per stratum from seed 1; the varied part of the
 #: tuning corpus, 12 per stratum from seed 2 with the held-out pieces and seeds excluded (4 before the
-#: octave model was fitted on it), 24 more jigs from seed 5 (stop 20: the 3:2 level of the model needs more than 12 jigs) and 24 more reels from
-#: seed 7 (stop 22: reels at a reel's speed, tracked at twice the beat, need more than 12), none of any
-#: held-out corpus's pieces, and 24 more piano tracks from seed 9 (stop 29: slow piano pieces tracked at
-#: twice the beat; the varied corpus had 3 below 80 BPM) from the tuning piano pool; a *fresh* held-out
-#: corpus of 20 per stratum, rendered after the model and calibration were fitted, with the tuning
-#: corpus's pieces and seeds excluded: seed 4 since stop 20.
+#: octave model was fitted on it), 24 more jigs from seed 5 (stop 20: the 3:2 level of the model needs
+#: more than 12 jigs) and 24 more reels from seed 7 (stop 22: reels at a reel's speed, tracked at twice
+#: the beat, need more than 12), none of any held-out corpus's pieces, and 24 more piano tracks from
+#: seed 9 (stop 29: slow piano pieces tracked at twice the beat; the varied corpus had 3 below 80 BPM)
+#: from the tuning piano pool; a *fresh* held-out corpus of 20 per stratum, rendered after the model
+#: and calibration were fitted, with the tuning corpus's pieces and seeds excluded: seed 4 since stop 20.
 HELDOUT_PER_STRATUM, HELDOUT_SEED = 6, 1
 VARIED_PER_STRATUM, VARIED_SEED = 12, 2
 TUNING_JIGS, TUNING_JIGS_SEED = 24, 5
