@@ -69,6 +69,7 @@ import pandas as pd  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
 from mirflow.evaluate import (  # noqa: E402
+    TEMPO_ERROR_RATIOS,
     Prediction,
     TruthRecord,
     catalog_predictions,
@@ -332,6 +333,10 @@ FRESH_HISTORY: dict[int, str] = {
          "model refitted with 24 tuning piano tracks added, prompted by the earlier fresh corpora's slow piano "
          "pieces reported at twice the beat) and the confidence maps refitted with them (key version 10), all on "
          "the tuning corpus alone. Nothing was fitted or chosen on it."),
+    16: ("Seed 16 was rendered and first measured on 2026-12-04 in stop 30 with stop 29's extractors (rhythm 13, "
+         "key 10), octave model and calibration maps, unchanged: the changes tried in that stop (more octave-model "
+         "cues, 48 tuning folk songs, key cues) did no better on the tuning corpus, or on the fresh corpora before "
+         "it, than what was shipped, and were dropped before it was rendered. Nothing was fitted or chosen on it."),
 }
 
 
@@ -855,6 +860,39 @@ def subset_table(results: list[Result], subsets: dict[str, str]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+#: The kinds of error :func:`error_kind_tables` counts, in the order its cells list them.
+KEY_ERROR_KINDS = ("fifth above", "fifth below", "relative", "parallel", "other", "none")
+TEMPO_ERROR_KINDS = (*TEMPO_ERROR_RATIOS, "other", "none")
+
+
+def error_kind_tables(results: list[Result], subsets: dict[str, str], corpus: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The wrong keys and tempi of one corpus by kind, per stratum (rows) and system (columns).
+
+    A key is wrong at the dominant, the subdominant, the relative or the parallel key, or elsewhere
+    (the per-track ``key_relation``, :func:`mirflow.labels.key_relation`); a tempo at a metrical level
+    of the notated beat, or elsewhere (``tempo_level``, :func:`mirflow.evaluate.tempo_error_kind`);
+    ``none``: no estimate. A cell reads ``wrong of tracks: kind count, ...``, so the causes of the
+    stratum tables' shortfalls can be read off (stated exceptions, issue 9) and a change aimed at one
+    kind checked against the others.
+    """
+    tables = []
+    for family, kinds, column in (("key", KEY_ERROR_KINDS, "key_relation"),
+                                  ("tempo", TEMPO_ERROR_KINDS, "tempo_level")):
+        cells: dict[str, dict[str, str]] = {}
+        for r in results:
+            if r.corpus != corpus or family not in r.provides:
+                continue
+            df = r.per_track[r.per_track[column].notna()]
+            df = df.assign(stratum=df["path"].map(subsets).str.split(": ", n=1).str[-1], kind=df[column])
+            for stratum, g in [*df.groupby("stratum", sort=True), ("all", df)]:
+                counts = g["kind"].value_counts()
+                wrong = [f"{k} {counts[k]}" for k in kinds if counts.get(k, 0)]
+                cells.setdefault(stratum, {})[r.system] = (f"{sum(counts.get(k, 0) for k in kinds)} of {len(g)}: "
+                                                           + ", ".join(wrong) if wrong else f"0 of {len(g)}")
+        tables.append(pd.DataFrame([{"stratum": k, **v} for k, v in cells.items()]))
+    return tables[0], tables[1]
+
+
 def ece_uncertainty(confidence: list[float], correct: list[float], *, n_boot: int = 2000,
                     seed: int = 0) -> dict[str, float]:
     """Sampling uncertainty of an ECE measured on few tracks.
@@ -1096,6 +1134,23 @@ every jig) is not scored for chords at all, since only its silence would be (`â€
 stop 21 those 1.75 s per track were scored). Formats: {', '.join(f'{k} {v}' for k, v in h['formats'].items())}.
 """
     fresh_text = fresh_reliability = ""
+    kinds_corpus = "fresh held-out" if fresh else "held-out" if h else None
+    error_kinds_text = ""
+    if kinds_corpus:
+        key_kinds, tempo_kinds = error_kind_tables(results, subsets, kinds_corpus)
+        error_kinds_text = f"""
+### What the wrong keys and tempi are ({kinds_corpus} corpus)
+
+Per stratum and system: wrong of scored tracks, then by kind. Keys: at the dominant (`fifth above`,
+MIREX 0.5), the subdominant (`fifth below`, 0), the relative (0.3) or parallel key (0.2), `other`, or
+`none` (`mirflow.labels.key_relation`). Tempi: the estimate over the notated beat at a metrical ratio
+within 4 % (`x2`: twice the beat; `x3/4`: four eighths of a 6/8 tune for its dotted quarter), `other`,
+or `none` (`mirflow.evaluate.tempo_error_kind`).
+
+{markdown(key_kinds) if len(key_kinds) else "(no system gives keys)"}
+
+{markdown(tempo_kinds) if len(tempo_kinds) else "(no system gives tempi)"}
+"""
     if fresh:
         where = f"; plotted in [`{fresh_plot.name}`]({fresh_plot.name})" if fresh_plot else ""
         fresh_reliability = (f"\nReliability on the fresh held-out corpus{where}:\n\n"
@@ -1152,7 +1207,7 @@ score), for the libraries their recipe timed in one process after a warm-up (mod
 ### By corpus stratum
 
 {markdown(subset_table(results, subsets))}
-
+{error_kinds_text}
 ### Confidences: expected calibration error
 
 `tempo_confidence` against tempo Accuracy1 and `key_confidence` against the exact key, 10 equal-width

@@ -57,7 +57,7 @@ import pandas as pd
 
 from mirflow.errors import ConfigError
 from mirflow.extractors.calibration import weighted_ece
-from mirflow.labels import parse_key
+from mirflow.labels import key_relation, parse_key
 
 log = logging.getLogger(__name__)
 
@@ -484,6 +484,33 @@ def tempo_accuracy(reference: float, estimate: float | None, *,
     return bool(acc1), bool(acc2)
 
 
+#: The ratios of an estimated to a notated tempo that :func:`tempo_error_kind` names: the metrical
+#: levels a beat tracker confuses (twice or half the beat, three of them to two beats of a compound
+#: meter and back, four eighths of a 6/8 tune for its dotted quarter, three beats for one), by name.
+TEMPO_ERROR_RATIOS: dict[str, float] = {"x2": 2.0, "x1/2": 0.5, "x3/2": 1.5, "x2/3": 2.0 / 3.0, "x4/3": 4.0 / 3.0,
+                                        "x3/4": 0.75, "x3": 3.0, "x1/3": 1.0 / 3.0}
+
+
+def tempo_error_kind(reference: float, estimate: float | None, *, tolerance: float = TEMPO_TOLERANCE) -> str:
+    """The metrical level an estimated tempo is at: ``'right'`` (Accuracy1), a name of
+    :data:`TEMPO_ERROR_RATIOS` (the estimate over the reference, within ``tolerance``),
+    ``'other'`` or ``'none'`` (no estimate).
+
+    Examples
+    --------
+    >>> tempo_error_kind(120.0, 121.0), tempo_error_kind(60.0, 121.0), tempo_error_kind(120.0, 90.5)
+    ('right', 'x2', 'x3/4')
+    >>> tempo_error_kind(120.0, 100.0), tempo_error_kind(120.0, None)
+    ('other', 'none')
+    """
+    if estimate is None or not np.isfinite(estimate) or estimate <= 0:
+        return "none"
+    if tempo_accuracy(reference, estimate, tolerance=tolerance)[0]:
+        return "right"
+    return next((name for name, f in TEMPO_ERROR_RATIOS.items()
+                 if abs(estimate - f * reference) <= tolerance * f * reference), "other")
+
+
 def key_scores(reference: str, estimate: str | None) -> tuple[float, float]:
     """MIREX weighted score and exactness of one key estimate (``None`` scores 0)."""
     import mir_eval
@@ -613,8 +640,8 @@ def score_track(truth: TruthRecord, pred: Prediction | None) -> dict[str, Any]:
         "path": truth.path,
         "track_id": pred.track_id if pred else None,
         "status": p.status,
-        "ref_key": None, "est_key": p.key,
-        "ref_tempo": truth.tempo, "est_tempo": p.tempo,
+        "ref_key": None, "est_key": p.key, "key_relation": None,
+        "ref_tempo": truth.tempo, "est_tempo": p.tempo, "tempo_level": None,
         "est_key_confidence": p.key_confidence, "est_tempo_confidence": p.tempo_confidence,
         "ref_beats": 0 if truth.beats is None else len(truth.beats),
         "est_beats": 0 if p.beats is None else len(p.beats),
@@ -631,8 +658,13 @@ def score_track(truth: TruthRecord, pred: Prediction | None) -> dict[str, Any]:
     if ref_key is not None:
         row["ref_key"] = ref_key
         row["key_weighted"], row["key_exact"] = key_scores(ref_key, p.key)
+        try:
+            row["key_relation"] = key_relation(ref_key, p.key)
+        except ValueError:  # an estimate that is no key, scored 0 by key_scores
+            row["key_relation"] = "other"
     if truth.tempo is not None and truth.tempo > 0:
         row["tempo_acc1"], row["tempo_acc2"] = (float(v) for v in tempo_accuracy(truth.tempo, p.tempo))
+        row["tempo_level"] = tempo_error_kind(truth.tempo, p.tempo)
     if truth.beats is not None and len(truth.beats) and truth.beats.max() > BEAT_TRIM_S:
         row["beat_f"], row["beat_cmlt"], row["beat_amlt"] = beat_scores(truth.beats, p.beats)
     if truth.chords:
@@ -649,6 +681,25 @@ def _null_mask(per_track: pd.DataFrame, family: str) -> pd.Series:
     if family == "beat":
         return per_track["est_beats"] == 0
     return per_track["est_chords"] == 0
+
+
+def error_kinds(per_track: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """The wrong keys and tempi of :func:`score_track` rows counted by kind (``key_relation``,
+    ``tempo_level``), most frequent first (ties by name).
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"key_relation": ["exact", "fifth above", "fifth above", None],
+    ...                      "tempo_level": ["right", "x2", "right", "none"]})
+    >>> error_kinds(rows)
+    {'key': {'fifth above': 2}, 'tempo': {'none': 1, 'x2': 1}}
+    """
+    out: dict[str, dict[str, int]] = {}
+    for family, column, right in (("key", "key_relation", "exact"), ("tempo", "tempo_level", "right")):
+        kinds = per_track[column].dropna() if column in per_track else pd.Series(dtype=object)
+        counts = kinds[kinds != right].value_counts()
+        out[family] = {str(k): int(n) for k, n in sorted(counts.items(), key=lambda kn: (-kn[1], str(kn[0])))}
+    return out
 
 
 def summarize(per_track: pd.DataFrame) -> dict[str, Any]:

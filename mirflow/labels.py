@@ -233,6 +233,37 @@ def mirex_score(reference: str | Key | None, estimate: str | Key | None) -> floa
     return float(mir_eval.key.weighted_score(ref.mir_eval, est.mir_eval))
 
 
+def key_relation(reference: str | Key, estimate: str | Key | None) -> str:
+    """How an estimated key relates to the reference: the kinds of error MIREX's weighted score tells apart.
+
+    ``'exact'``, ``'fifth above'`` (the dominant, same mode: MIREX 0.5), ``'fifth below'`` (the
+    subdominant: MIREX scores it 0), ``'relative'`` (0.3), ``'parallel'`` (0.2), ``'other'`` or
+    ``'none'`` (no estimate). Breaking errors down this way shows what a key extractor confuses (an
+    opening that cadences on the dominant, a melody that outlines the relative minor) where the
+    weighted score only says how much was lost.
+
+    Examples
+    --------
+    >>> key_relation("C major", "G major"), key_relation("C major", "F major"), key_relation("C major", "A minor")
+    ('fifth above', 'fifth below', 'relative')
+    >>> key_relation("A minor", "a minor"), key_relation("A minor", "A major"), key_relation("A minor", None)
+    ('exact', 'parallel', 'none')
+    """
+    ref = reference if isinstance(reference, Key) else parse_key(reference)
+    if ref is None:
+        raise ValueError("reference key is required")
+    est = estimate if isinstance(estimate, Key) or estimate is None else parse_key(estimate)
+    if est is None:
+        return "none"
+    if est == ref:
+        return "exact"
+    if est.mode == ref.mode and (est.tonic - ref.tonic) % 12 in (5, 7):
+        return "fifth above" if (est.tonic - ref.tonic) % 12 == 7 else "fifth below"
+    if est == ref.relative:
+        return "relative"
+    return "parallel" if est.tonic == ref.tonic else "other"
+
+
 # ----------------------------------------------------------------------- chords
 #: Harte qualities emitted for each quality spelling madmom and Essentia use.
 _CHORD_QUALITY = {"": "maj", "maj": "maj", "major": "maj", "m": "min", "min": "min", "minor": "min"}

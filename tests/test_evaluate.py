@@ -29,7 +29,9 @@ from mirflow.evaluate import (
     load_truth,
     normalize_key,
     tempo_accuracy,
+    tempo_error_kind,
 )
+from mirflow.labels import key_relation, mirex_score
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 REF_BEATS = [round(0.5 * k, 3) for k in range(1, 60)]  # 120 BPM, 0.5 … 29.5 s
@@ -192,6 +194,28 @@ def test_tempo_and_key_helpers() -> None:
     assert normalize_key("X") is None
 
 
+def test_error_kinds_agree_with_the_scores_they_explain() -> None:
+    # every kind of key error is the MIREX weight it explains, in every spelling the parser reads
+    weights = {"exact": 1.0, "fifth above": 0.5, "fifth below": 0.0, "relative": 0.3, "parallel": 0.2, "other": 0.0}
+    for ref in ("C major", "A minor", "F# major", "Eb minor"):
+        for est in ("C major", "G major", "F major", "A minor", "C minor", "E minor", "D major", "Bb:minor", "5A"):
+            assert mirex_score(ref, est) == weights[key_relation(ref, est)], (ref, est)
+    assert key_relation("B major", "F# major") == "fifth above" and key_relation("F major", "C major") == "fifth above"
+    assert key_relation("C minor", "Eb major") == "relative" and key_relation("Eb major", "C minor") == "relative"
+    assert key_relation("C major", "X") == "none"
+    with pytest.raises(ValueError):
+        key_relation(None, "C major")
+    # a tempo is named for one level only, within Accuracy1's tolerance, and 'right' exactly when Accuracy1 is
+    for ref in (60.0, 97.3, 140.0):
+        for est in (ref, ref * 2.03, ref / 2, ref * 1.5, ref * 2 / 3, ref * 4 / 3, ref * 0.75, ref * 3, ref / 3,
+                    ref * 1.2, ref * 1.05, ref * 0.5 * 1.05):
+            kind = tempo_error_kind(ref, est)
+            assert (kind == "right") == tempo_accuracy(ref, est)[0]
+            assert kind in ("right", "other") or tempo_accuracy(ref, est)[1] == (kind in ("x2", "x1/2", "x3", "x1/3"))
+    assert [tempo_error_kind(100.0, e) for e in (200.0, 150.0, 75.0, 133.4, 0.0, float("nan"), 105.0)] == \
+        ["x2", "x3/2", "x3/4", "x4/3", "none", "none", "other"]
+
+
 def test_keys_are_read_by_the_one_key_parser() -> None:
     from mirflow.labels import parse_key
 
@@ -290,6 +314,15 @@ def test_cli_prints_and_writes_parquet(setup, tmp_path: Path, capsys) -> None:
     assert overall.loc["key_weighted", "null_predictions"] == 2
     per_track = pq.read_table(out / "per_track.parquet").to_pandas()
     assert len(per_track) == len(EXPECTED)
+    # each wrong key and tempo by kind, per track and counted on the screen
+    kinds = per_track.assign(name=per_track["path"].map(lambda p: Path(p).name)).set_index("name")
+    assert kinds["key_relation"].to_dict() == {"exact.wav": "exact", "fifth.flac": "fifth above",
+                                               "relative.mp3": "relative", "parallel.ogg": "parallel",
+                                               "nothing.wav": "none", "absent.wav": "none"}
+    assert kinds["tempo_level"].to_dict() == {"exact.wav": "right", "fifth.flac": "x2", "relative.mp3": "other",
+                                              "parallel.ogg": "x1/3", "nothing.wav": "none", "absent.wav": "none"}
+    assert "wrong keys by kind: none 2, fifth above 1, parallel 1, relative 1" in printed
+    assert "wrong tempi by kind: none 2, other 1, x1/3 1, x2 1" in printed
     assert main(["evaluate", str(catalog), "--truth", str(tmp_path / "missing.jsonl")]) == 2
 
 

@@ -294,7 +294,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mirflow.evaluate import evaluate, overall_table, write_results
+    from mirflow.evaluate import error_kinds, evaluate, overall_table, write_results
 
     per_track, overall = evaluate(args.catalog, args.truth, skip_missing=args.skip_missing)
     table = overall_table(overall)
@@ -302,6 +302,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"failed: {overall['n_failed']}   not in catalog: {overall['n_missing']}")
     with pd.option_context("display.width", 200, "display.max_columns", 10):
         print(table.drop(columns="metric").to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for family, kinds in error_kinds(per_track).items():
+        if kinds:
+            print(f"wrong {'tempi' if family == 'tempo' else 'keys'} by kind: "
+                  + ", ".join(f"{kind} {n}" for kind, n in kinds.items()))
     out = Path(args.out) if args.out else Path(args.catalog) / "evaluation"
     per_path, overall_path = write_results(per_track, overall, out,
                                            metadata={"catalog": str(args.catalog), "truth": str(args.truth)})
