@@ -232,6 +232,8 @@ def test_show_by_id_prefix_and_by_path(catalog, tracks, monkeypatch, capsys):
     assert len(bars) >= row.downbeat_count
     assert re.search(rf"^bar\s+1\s+\d+\.\d\ds \| {CHORD}", text, re.M)
     assert f"{row.beat_count} beats" in text
+    # a list with nothing in it (every extractor gave its values) reads as such, not as a count
+    assert list(row.empty_reasons) == [] and "empty_reasons none" in text and "[0 values]" not in text
 
     # The same report from the absolute path and from a path relative to the current folder.
     path = Path(row.path)

@@ -421,7 +421,9 @@ def _fmt_value(value: Any, unit: str | None = None) -> str:
         text = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     elif isinstance(value, (list, tuple, np.ndarray)):
         items = list(value)
-        if items and all(isinstance(v, str) for v in items):
+        if not items:  # e.g. empty_reasons of a track every extractor gave its values to
+            return "none"
+        if all(isinstance(v, str) for v in items):
             return " ".join(items)
         numbers = [float(v) for v in items if v is not None]
         if not numbers:
