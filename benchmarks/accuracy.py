@@ -334,9 +334,14 @@ FRESH_HISTORY: dict[int, str] = {
          "pieces reported at twice the beat) and the confidence maps refitted with them (key version 10), all on "
          "the tuning corpus alone. Nothing was fitted or chosen on it."),
     16: ("Seed 16 was rendered and first measured on 2026-12-04 in stop 30 with stop 29's extractors (rhythm 13, "
-         "key 10), octave model and calibration maps, unchanged: the changes tried in that stop (more octave-model "
-         "cues, 48 tuning folk songs, key cues) did no better on the tuning corpus, or on the fresh corpora before "
-         "it, than what was shipped, and were dropped before it was rendered. Nothing was fitted or chosen on it."),
+         "key 10), octave model and calibration maps, after changes tried in that stop had done no better on the "
+         "tuning corpus (more octave-model cues, 48 tuning folk songs, key cues from the bass or the opening). "
+         "Then key version 11 (the ensemble's refinement against the key a fifth below) was fitted on the tuning "
+         "corpus, prompted by the wrong keys of seeds 4-16, most of them at the dominant; seed 16 was analyzed "
+         "again with it. Nothing was fitted or chosen on it."),
+    18: ("Seed 18 was rendered and first measured on 2026-12-04 in stop 30, after key version 11 (the ensemble's "
+         "refinement against the key a fifth below, fitted on the tuning corpus alone) and the key map refitted on "
+         "its out-of-fold confidences. Nothing was fitted or chosen on it."),
 }
 
 
@@ -552,8 +557,15 @@ def apply_calibration(results: list[Result]) -> None:
                                      for v in r.per_track[raw_col]]
 
 
+#: Out-of-fold confidence files the benchmarks' fits write beside the corpora, per calibration map:
+#: the map's extractor output depends on a model fitted on the tuning tracks themselves.
+OOF_FILES = {"rhythm/ensemble": ("octave-oof.jsonl", "benchmarks/fit_octave.py", "octave decisions"),
+             "key/ensemble": ("key-oof.jsonl", "benchmarks/fit_key_ensemble.py --subdominant",
+                              "refinements against the key a fifth below")}
+
+
 def fit_confidence_calibration(results: list[Result], corpus_label: str, subsets: dict[str, str],
-                               octave_oof: dict[str, tuple[float | None, bool]] | None = None) -> dict[str, Any]:
+                               oof: dict[str, dict[str, tuple[float | None, bool]]] | None = None) -> dict[str, Any]:
     """Fit mirflow.extractors.calibration's maps on the tuning corpus's raw confidences and write them.
 
     Every mirflow system's tuning rows add samples for its (extractor, backend)
@@ -565,11 +577,12 @@ def fit_confidence_calibration(results: list[Result], corpus_label: str, subsets
     strata go along too: the file records each family's scores leaving one
     stratum out, a map judged on kinds of music it was not fitted on.
 
-    The ensemble's tempo confidence and tempo depend on the octave model, which
-    was fitted on these tracks: ``octave_oof`` (``benchmarks/fit_octave.py``'s
-    ``octave-oof.jsonl``: path -> raw confidence and Accuracy1 with an octave
-    model fitted without the track) replaces the catalog's in-sample values for
-    ``rhythm/ensemble`` when it covers every tuning track.
+    The ensemble's tempo confidence and tempo depend on the octave model, and its
+    key and key confidence on the refinement against the key a fifth below, both
+    fitted on these tracks: ``oof`` (map -> path -> raw confidence and whether
+    the output is right with the model fitted without the track; the files of
+    :data:`OOF_FILES`) replaces the catalog's in-sample values for that map when
+    it covers every tuning track.
     """
     from mirflow.extractors.calibration import fit_calibration
 
@@ -587,15 +600,15 @@ def fit_confidence_calibration(results: list[Result], corpus_label: str, subsets
             weight = weight * len(df) / weight.sum()
             raw_values = [None if pd.isna(v) else float(v) for v in df["raw_" + conf]]
             right_values = [float(v) for v in df[hit]]
-            if key == "rhythm/ensemble" and octave_oof is not None:
-                if set(df["path"]) <= set(octave_oof):
-                    raw_values = [octave_oof[p][0] for p in df["path"]]
-                    right_values = [float(octave_oof[p][1]) for p in df["path"]]
-                    log.info("calibration %s (%s): out-of-fold octave decisions (Accuracy1 %.3f; in-sample %.3f)",
-                             key, r.system, np.mean(right_values), df[hit].mean())
+            if oof and key in oof:
+                if set(df["path"]) <= set(oof[key]):
+                    raw_values = [oof[key][p][0] for p in df["path"]]
+                    right_values = [float(oof[key][p][1]) for p in df["path"]]
+                    log.info("calibration %s (%s): out-of-fold %s (right %.3f; in-sample %.3f)",
+                             key, r.system, OOF_FILES[key][2], np.mean(right_values), df[hit].mean())
                 else:
-                    log.warning("calibration %s: the octave model's out-of-fold file misses tuning tracks; "
-                                "fitting on the in-sample confidences (run benchmarks/fit_octave.py)", key)
+                    log.warning("calibration %s: %s misses tuning tracks; fitting on the in-sample confidences "
+                                "(run %s)", key, OOF_FILES[key][0], OOF_FILES[key][1])
             raw, right, w, groups = samples.setdefault(key, ([], [], [], []))
             raw.extend(raw_values)
             right.extend(right_values)
@@ -1233,7 +1246,9 @@ tuning stratum counts the same; out-of-fold Brier score / ECE of each family. Th
 chosen family's when each tuning stratum (chorales, swing, jigs, ...) is calibrated by a map fitted on
 the *other* strata, as held-out music is: recorded, not used to choose (its standard error, over ten
 strata of unequal difficulty, is two to three times the random folds'). `rhythm/ensemble` keeps its
-raw confidence, the level model's probability (rhythm version 12), which no map bettered:
+raw confidence, the level model's probability (rhythm version 12), which no map bettered; it is fitted on
+out-of-fold octave decisions, and `key/ensemble` on out-of-fold refinements against the key a fifth below
+(key version 11; the models behind both were fitted on these tracks):
 
 {markdown(fit) if len(fit) else "(no calibration.json)"}
 
@@ -1408,12 +1423,12 @@ def main(argv: list[str] | None = None) -> int:
         label = ("benchmarks/accuracy.py tuning corpus " + " + ".join(
             f"{tag} ({d['tracks']} tracks)" for tag, d in parts["tuning"].items())
             + ", every stratum weighted the same; held-out corpora not used")
-        oof_file = out / "octave-oof.jsonl"  # benchmarks/fit_octave.py writes it there
-        octave_oof = ({r["path"]: (r["raw"], r["correct"]) for r in map(json.loads, oof_file.read_text().splitlines())}
-                      if oof_file.is_file() else None)
-        if octave_oof:
-            label += "; rhythm/ensemble on out-of-fold octave decisions (benchmarks/fit_octave.py)"
-        fit_confidence_calibration(results, label, subsets, octave_oof)
+        oof = {}
+        for key, (name, script, what) in OOF_FILES.items():
+            if (out / name).is_file():  # the fits write them there
+                oof[key] = {r["path"]: (r["raw"], r["correct"]) for r in map(json.loads, (out / name).read_text().splitlines())}
+                label += f"; {key} on out-of-fold {what} ({script})"
+        fit_confidence_calibration(results, label, subsets, oof)
         apply_calibration(results)  # again, with the new maps
     print()
     for name, desc in corpora.items():

@@ -10,7 +10,7 @@ import pytest
 
 from mirflow.errors import ParameterError
 from mirflow.extractors import registry
-from mirflow.extractors.key import KeyExtractor
+from mirflow.extractors.key import KeyExtractor, librosa_chroma, subdominant_refinement, track_pcp
 from mirflow.frontend import Frontend
 from mirflow.labels import PITCH_NAMES, Key, mirex_score, parse_key
 
@@ -206,3 +206,47 @@ def test_log_pooling_is_a_weighted_geometric_mean_and_linear_an_average() -> Non
     # one backend is itself, whatever the pooling
     only = {"librosa": probs["librosa"]}
     np.testing.assert_array_equal(KeyExtractor(pooling="log").combine(only), probs["librosa"])
+
+
+def test_subdominant_refinement_moves_probability_only_between_the_best_key_and_the_key_a_fifth_below() -> None:
+    rng = np.random.default_rng(3)
+    scale = np.zeros(12)
+    scale[[0, 2, 4, 5, 7, 9, 11]] = 1.0  # C major (A natural minor)
+    for _ in range(20):
+        probs, pcp = rng.dirichlet(np.ones(24)), rng.uniform(0.0, 1.0, 12)
+        out = subdominant_refinement(probs, pcp)
+        best = Key.from_index(int(np.argmax(probs)))
+        below = Key((best.tonic + 5) % 12, best.mode).index
+        others = [i for i in range(24) if i not in (best.index, below)]
+        np.testing.assert_array_equal(out[others], probs[others])
+        assert out[[best.index, below]].sum() == pytest.approx(probs[[best.index, below]].sum())
+    # G major pooled first, C major second: the scale decides (C major's F against G major's F#)
+    probs = np.full(24, 0.01)
+    probs[Key(7, "major").index], probs[Key(0, "major").index] = 0.55, 0.23
+    assert int(np.argmax(subdominant_refinement(probs, scale))) == Key(0, "major").index
+    assert int(np.argmax(subdominant_refinement(probs, np.roll(scale, 7)))) == Key(7, "major").index
+    # minor: E minor pooled first, A minor second; A natural minor has F, E minor F#
+    probs = np.full(24, 0.01)
+    probs[Key(4, "minor").index], probs[Key(9, "minor").index] = 0.55, 0.23
+    assert int(np.argmax(subdominant_refinement(probs, scale))) == Key(9, "minor").index
+    assert int(np.argmax(subdominant_refinement(probs, np.roll(scale, 7)))) == Key(4, "minor").index
+    # more of the note only the lower key has, more probability for it
+    shares = [subdominant_refinement(probs, np.where(np.arange(12) == 5, f, np.roll(scale, 7)))[Key(9, "minor").index]
+              for f in (0.0, 0.5, 1.0, 2.0)]
+    assert shares == sorted(shares) and shares[-1] > shares[0]
+
+
+def test_subdominant_refinement_is_a_declared_switch_of_the_ensemble(tracks: list) -> None:
+    with pytest.raises(ParameterError):
+        KeyExtractor(refine_subdominant="yes")
+    for y, truth in tracks[:3]:
+        frontend = Frontend.from_array(y, SR)
+        on, off = KeyExtractor(), KeyExtractor(refine_subdominant=False)
+        pooled = off.combine(off.probabilities(frontend))
+        refined = subdominant_refinement(pooled, track_pcp(librosa_chroma(frontend, on.params.chroma)))
+        assert off.extract(frontend).columns["key"] == Key.from_index(int(np.argmax(pooled))).mir_eval == truth
+        assert on.extract(frontend).columns["key"] == Key.from_index(int(np.argmax(refined))).mir_eval == truth
+        # the other backends are not refined: the refinement was fitted on the ensemble's probabilities
+        librosa = KeyExtractor(backend="librosa")
+        assert librosa.extract(frontend).columns["key_confidence"] == \
+            KeyExtractor(backend="librosa", refine_subdominant=False).extract(frontend).columns["key_confidence"]
