@@ -165,11 +165,8 @@ def out_of_fold_keys(rows: list[dict], truth: dict[str, str], extractor: KeyExtr
     (each track's probability from models fitted without it), as the extractor would compute them."""
     out = []
     for row, p in zip(rows, p_below, strict=True):
-        pooled = extractor.combine({name: np.asarray(row[name]) for name in BACKENDS})
-        best = int(np.argmax(pooled))
-        below = Key((Key.from_index(best).tonic + 5) % 12, Key.from_index(best).mode).index
-        joint = pooled[best] + pooled[below]
-        pooled[below], pooled[best] = p * joint, (1.0 - p) * joint
+        pooled = subdominant_refinement(extractor.combine({name: np.asarray(row[name]) for name in BACKENDS}),
+                                        p_below=float(p))
         out.append({"path": row["path"], "raw": round(float(pooled.max()), 6),
                     "correct": bool(key_scores(truth[row["path"]], Key.from_index(int(np.argmax(pooled))).mir_eval)[1])})
     return out

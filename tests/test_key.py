@@ -230,6 +230,11 @@ def test_subdominant_refinement_moves_probability_only_between_the_best_key_and_
     probs[Key(4, "minor").index], probs[Key(9, "minor").index] = 0.55, 0.23
     assert int(np.argmax(subdominant_refinement(probs, scale))) == Key(9, "minor").index
     assert int(np.argmax(subdominant_refinement(probs, np.roll(scale, 7)))) == Key(4, "minor").index
+    # a probability given directly (out of fold) splits the pair the same way; one input is needed
+    split = subdominant_refinement(probs, p_below=0.9)
+    assert split[Key(9, "minor").index] == pytest.approx(0.9 * 0.78) and split[Key(4, "minor").index] == pytest.approx(0.1 * 0.78)
+    with pytest.raises(ValueError):
+        subdominant_refinement(probs)
     # more of the note only the lower key has, more probability for it
     shares = [subdominant_refinement(probs, np.where(np.arange(12) == 5, f, np.roll(scale, 7)))[Key(9, "minor").index]
               for f in (0.0, 0.5, 1.0, 2.0)]

@@ -284,7 +284,8 @@ def subdominant_evidence(pcp: np.ndarray, best: Key) -> float:
     return float(np.log((pcp[only_below] + SUBDOMINANT_PC_FLOOR) / (pcp[only_best] + SUBDOMINANT_PC_FLOOR)))
 
 
-def subdominant_refinement(probs: np.ndarray, pcp: np.ndarray) -> np.ndarray:
+def subdominant_refinement(probs: np.ndarray, pcp: np.ndarray | None = None, *,
+                           p_below: float | None = None) -> np.ndarray:
     """The ensemble's 24 probabilities with its best key's and the key a fifth below's share of their
     joint probability set again from the pitch class that tells them apart.
 
@@ -293,7 +294,8 @@ def subdominant_refinement(probs: np.ndarray, pcp: np.ndarray) -> np.ndarray:
     all three backends make that mistake. The probability that the key a fifth below the best one
     is the key is a logistic regression (:data:`SUBDOMINANT_WEIGHTS`, fitted on the tuning corpus)
     of :func:`subdominant_evidence` and of the two keys' pooled log odds; the two keys share their
-    joint probability in that proportion, the other 22 keys keep theirs.
+    joint probability in that proportion, the other 22 keys keep theirs. ``p_below`` (instead of
+    ``pcp``) gives that probability directly, e.g. from a model fitted without the track.
 
     Examples
     --------
@@ -309,9 +311,12 @@ def subdominant_refinement(probs: np.ndarray, pcp: np.ndarray) -> np.ndarray:
     best = int(np.argmax(probs))
     key = Key.from_index(best)
     below = Key((key.tonic + 5) % 12, key.mode).index
-    log_odds = float(np.log(max(probs[below], 1e-9)) - np.log(max(probs[best], 1e-9)))
-    w_pc, w_odds = SUBDOMINANT_WEIGHTS
-    p_below = float(expit(w_pc * subdominant_evidence(pcp, key) + w_odds * log_odds + SUBDOMINANT_INTERCEPT))
+    if p_below is None:
+        if pcp is None:
+            raise ValueError("subdominant_refinement needs the pitch-class profile or p_below")
+        log_odds = float(np.log(max(probs[below], 1e-9)) - np.log(max(probs[best], 1e-9)))
+        w_pc, w_odds = SUBDOMINANT_WEIGHTS
+        p_below = float(expit(w_pc * subdominant_evidence(pcp, key) + w_odds * log_odds + SUBDOMINANT_INTERCEPT))
     out = probs.copy()
     joint = probs[best] + probs[below]
     out[below], out[best] = p_below * joint, (1.0 - p_below) * joint
