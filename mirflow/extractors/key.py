@@ -42,8 +42,9 @@ fresh held-out corpora; librosa's and essentia's too), a key that shares six
 of seven scale notes with the true one. The seventh (F against F sharp for C
 against G major) is weighed with the two keys' pooled odds by a logistic
 regression fitted on the tuning corpus; on the fresh held-out corpora rendered
-before it (not fitted on), MIREX weighted rose on every one (0.894 to 0.918 on
-average over seven).
+before it (not fitted on), MIREX weighted rose on every one (0.894 to 0.918
+over the seven), and on the one rendered after it it is 0.924 (madmom 0.814);
+the key confidence is less well calibrated than before (docs/accuracy.md).
 
 The averaged weights before version 8 (0.4/0.4/0.2) were chosen on 90 plain
 triad arrangements (FluidSynth clean and with noise or MP3, an additive
@@ -289,9 +290,9 @@ def subdominant_refinement(probs: np.ndarray, pcp: np.ndarray | None = None, *,
     """The ensemble's 24 probabilities with its best key's and the key a fifth below's share of their
     joint probability set again from the pitch class that tells them apart.
 
-    The ensemble's most common wrong key, on the tuning corpus and on every held-out corpus, is the
-    dominant of the true key (88 of 162 wrong keys on the seven fresh held-out corpora of stop 30);
-    all three backends make that mistake. The probability that the key a fifth below the best one
+    Before it (key version 10), the ensemble's most common wrong key, on the tuning corpus and on
+    every held-out corpus, was the dominant of the true key (88 of 162 wrong keys on the seven fresh
+    held-out corpora of stop 30); all three backends make that mistake. The probability that the key a fifth below the best one
     is the key is a logistic regression (:data:`SUBDOMINANT_WEIGHTS`, fitted on the tuning corpus)
     of :func:`subdominant_evidence` and of the two keys' pooled log odds; the two keys share their
     joint probability in that proportion, the other 22 keys keep theirs. ``p_below`` (instead of
