@@ -77,6 +77,7 @@ from mirflow.evaluate import (  # noqa: E402
     load_truth,
     write_results,
 )
+from mirflow.labels import KEY_RELATIONS  # noqa: E402
 
 log = logging.getLogger("benchmarks.accuracy")
 
@@ -874,7 +875,7 @@ def subset_table(results: list[Result], subsets: dict[str, str]) -> pd.DataFrame
 
 
 #: The kinds of error :func:`error_kind_tables` counts, in the order its cells list them.
-KEY_ERROR_KINDS = ("fifth above", "fifth below", "relative", "parallel", "other", "none")
+KEY_ERROR_KINDS = KEY_RELATIONS[1:]
 TEMPO_ERROR_KINDS = (*TEMPO_ERROR_RATIOS, "other", "none")
 
 

@@ -61,7 +61,8 @@ from mirflow.evaluate import key_scores, load_truth  # noqa: E402
 from mirflow.extractors.key import (  # noqa: E402
     POOLINGS,
     KeyExtractor,
-    subdominant_evidence,
+    subdominant_features,
+    subdominant_pair,
     subdominant_refinement,
 )
 from mirflow.labels import Key  # noqa: E402
@@ -72,14 +73,13 @@ BACKENDS = ("madmom", "essentia", "librosa")
 def measure(path: str) -> dict:
     """The three backends' key probabilities and the librosa backend's pitch-class profile of one file
     (in a worker process), as JSON."""
-    from mirflow.extractors.key import librosa_chroma, track_pcp
     from mirflow.frontend import Frontend
 
     extractor = KeyExtractor(backend="ensemble")
     frontend = Frontend.from_file(path)
     probs = extractor.probabilities(frontend)
-    pcp = track_pcp(librosa_chroma(frontend, extractor.params.chroma))
-    return {"path": path, **{name: np.asarray(probs[name]).tolist() for name in BACKENDS}, "pcp": pcp.tolist()}
+    return {"path": path, **{name: np.asarray(probs[name]).tolist() for name in BACKENDS},
+            "pcp": extractor.pcp(frontend).tolist()}
 
 
 def weight_grid(step: float) -> list[tuple[float, float, float]]:
@@ -115,10 +115,8 @@ def subdominant_samples(rows: list[dict], truth: dict[str, str],
     x, y, gain = [], [], []
     for row in rows:
         pooled = extractor.combine({name: np.asarray(row[name]) for name in BACKENDS})
-        best = Key.from_index(int(np.argmax(pooled)))
-        below = Key((best.tonic + 5) % 12, best.mode)
-        x.append([subdominant_evidence(np.asarray(row["pcp"]), best),
-                  np.log(max(pooled[below.index], 1e-9)) - np.log(max(pooled[best.index], 1e-9))])
+        best, below = (Key.from_index(i) for i in subdominant_pair(pooled))
+        x.append(subdominant_features(pooled, np.asarray(row["pcp"])))
         ref = truth[row["path"]]
         y.append(key_scores(ref, below.mir_eval)[1] == 1.0)
         gain.append(key_scores(ref, below.mir_eval)[0] - key_scores(ref, best.mir_eval)[0])

@@ -233,12 +233,16 @@ def mirex_score(reference: str | Key | None, estimate: str | Key | None) -> floa
     return float(mir_eval.key.weighted_score(ref.mir_eval, est.mir_eval))
 
 
+#: What :func:`key_relation` answers, a right key first.
+KEY_RELATIONS = ("exact", "fifth above", "fifth below", "relative", "parallel", "other", "none")
+
+
 def key_relation(reference: str | Key, estimate: str | Key | None) -> str:
     """How an estimated key relates to the reference: the kinds of error MIREX's weighted score tells apart.
 
-    ``'exact'``, ``'fifth above'`` (the dominant, same mode: MIREX 0.5), ``'fifth below'`` (the
-    subdominant: MIREX scores it 0), ``'relative'`` (0.3), ``'parallel'`` (0.2), ``'other'`` or
-    ``'none'`` (no estimate). Breaking errors down this way shows what a key extractor confuses (an
+    One of :data:`KEY_RELATIONS`: ``'exact'``, ``'fifth above'`` (the dominant, same mode: MIREX
+    0.5), ``'fifth below'`` (the subdominant: MIREX scores it 0), ``'relative'`` (0.3),
+    ``'parallel'`` (0.2), ``'other'`` or ``'none'`` (no estimate). Breaking errors down this way shows what a key extractor confuses (an
     opening that cadences on the dominant, a melody that outlines the relative minor) where the
     weighted score only says how much was lost.
 

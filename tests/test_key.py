@@ -10,7 +10,7 @@ import pytest
 
 from mirflow.errors import ParameterError
 from mirflow.extractors import registry
-from mirflow.extractors.key import KeyExtractor, librosa_chroma, subdominant_refinement, track_pcp
+from mirflow.extractors.key import KeyExtractor, subdominant_refinement
 from mirflow.frontend import Frontend
 from mirflow.labels import PITCH_NAMES, Key, mirex_score, parse_key
 
@@ -248,7 +248,7 @@ def test_subdominant_refinement_is_a_declared_switch_of_the_ensemble(tracks: lis
         frontend = Frontend.from_array(y, SR)
         on, off = KeyExtractor(), KeyExtractor(refine_subdominant=False)
         pooled = off.combine(off.probabilities(frontend))
-        refined = subdominant_refinement(pooled, track_pcp(librosa_chroma(frontend, on.params.chroma)))
+        refined = subdominant_refinement(pooled, on.pcp(frontend))
         assert off.extract(frontend).columns["key"] == Key.from_index(int(np.argmax(pooled))).mir_eval == truth
         assert on.extract(frontend).columns["key"] == Key.from_index(int(np.argmax(refined))).mir_eval == truth
         # the other backends are not refined: the refinement was fitted on the ensemble's probabilities

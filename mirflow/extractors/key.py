@@ -285,6 +285,21 @@ def subdominant_evidence(pcp: np.ndarray, best: Key) -> float:
     return float(np.log((pcp[only_below] + SUBDOMINANT_PC_FLOOR) / (pcp[only_best] + SUBDOMINANT_PC_FLOOR)))
 
 
+def subdominant_pair(probs: np.ndarray) -> tuple[int, int]:
+    """Indices of the pooled best key and of the key a fifth below it (same mode)."""
+    best = Key.from_index(int(np.argmax(probs)))
+    return best.index, Key((best.tonic + 5) % 12, best.mode).index
+
+
+def subdominant_features(probs: np.ndarray, pcp: np.ndarray) -> np.ndarray:
+    """What :func:`subdominant_refinement` weighs: :func:`subdominant_evidence` and the pooled log odds
+    of the key a fifth below the best one over the best (both floored at 1e-9), the order of
+    :data:`SUBDOMINANT_WEIGHTS` (``benchmarks/fit_key_ensemble.py`` fits on these)."""
+    best, below = subdominant_pair(probs)
+    log_odds = float(np.log(max(probs[below], 1e-9)) - np.log(max(probs[best], 1e-9)))
+    return np.array([subdominant_evidence(pcp, Key.from_index(best)), log_odds])
+
+
 def subdominant_refinement(probs: np.ndarray, pcp: np.ndarray | None = None, *,
                            p_below: float | None = None) -> np.ndarray:
     """The ensemble's 24 probabilities with its best key's and the key a fifth below's share of their
@@ -309,15 +324,11 @@ def subdominant_refinement(probs: np.ndarray, pcp: np.ndarray | None = None, *,
     7
     """
     probs = np.asarray(probs, dtype=np.float64)
-    best = int(np.argmax(probs))
-    key = Key.from_index(best)
-    below = Key((key.tonic + 5) % 12, key.mode).index
+    best, below = subdominant_pair(probs)
     if p_below is None:
         if pcp is None:
             raise ValueError("subdominant_refinement needs the pitch-class profile or p_below")
-        log_odds = float(np.log(max(probs[below], 1e-9)) - np.log(max(probs[best], 1e-9)))
-        w_pc, w_odds = SUBDOMINANT_WEIGHTS
-        p_below = float(expit(w_pc * subdominant_evidence(pcp, key) + w_odds * log_odds + SUBDOMINANT_INTERCEPT))
+        p_below = float(expit(np.dot(SUBDOMINANT_WEIGHTS, subdominant_features(probs, pcp)) + SUBDOMINANT_INTERCEPT))
     out = probs.copy()
     joint = probs[best] + probs[below]
     out[below], out[best] = p_below * joint, (1.0 - p_below) * joint
@@ -397,9 +408,12 @@ class KeyExtractor(Extractor):
         if p.backend in ("essentia", "ensemble"):
             out["essentia"] = essentia_key_probabilities(frontend, p.profile)
         if p.backend in ("librosa", "ensemble"):
-            pcp = track_pcp(librosa_chroma(frontend, p.chroma))
-            out["librosa"] = softmax(profile_correlations(pcp, p.librosa_profile) / p.temperature)
+            out["librosa"] = softmax(profile_correlations(self.pcp(frontend), p.librosa_profile) / p.temperature)
         return out
+
+    def pcp(self, frontend: Any) -> np.ndarray:
+        """The track's pitch-class profile (the librosa backend's, and the ensemble's refinement's)."""
+        return track_pcp(librosa_chroma(frontend, self.params.chroma))
 
     def combine(self, probs: dict[str, np.ndarray]) -> np.ndarray:
         """The backends' probability vectors pooled with ``ensemble_weights`` (one backend: itself).
@@ -473,7 +487,7 @@ class KeyExtractor(Extractor):
         probs = self.combine(self.probabilities(frontend))
         note = f"chroma flatness {flatness:.2f}"
         if p.backend == "ensemble" and p.refine_subdominant:
-            refined = subdominant_refinement(probs, track_pcp(librosa_chroma(frontend, p.chroma)))
+            refined = subdominant_refinement(probs, self.pcp(frontend))
             if np.argmax(refined) != np.argmax(probs):
                 note += f"; {Key.from_index(int(np.argmax(refined)))} over {Key.from_index(int(np.argmax(probs)))} " \
                         "by the pitch class that tells them apart"
