@@ -111,17 +111,46 @@ def test_sweep_leaves_a_live_writers_temporary_files(tmp_path):
                                   capture_output=True, text=True).stdout.strip()
         dead = folder / f".abef.{_HOST}.{dead_pid}.q1w2e3.tmp"
         dead.write_bytes(b"left by a killed writer")
+        dead_dotted = cat.root / f"._manifest.json.{_HOST}.{dead_pid}.a1s2d3.tmp"  # a stem with a dot
+        dead_dotted.write_bytes(b"{")
+        live_dotted = cat.root / f"._manifest.json.{_HOST}.{sleeper.pid}.f4g5h6.tmp"
+        live_dotted.write_bytes(b"{")
         other_host_recent = folder / ".abff.elsewhere.123.r4t5y6.tmp"
         other_host_recent.write_bytes(b"another machine is writing")
         other_host_old = folder / ".ab00.elsewhere.456.u7i8o9.tmp"
         other_host_old.write_bytes(b"long dead")
         old = time.time() - 3 * 24 * 3600
         os.utime(other_host_old, (old, old))
-        assert cat.sweep_temporary() == 2
-        assert live.exists() and other_host_recent.exists()
-        assert not dead.exists() and not other_host_old.exists()
+        assert cat.sweep_temporary() == 3
+        assert live.exists() and live_dotted.exists() and other_host_recent.exists()
+        assert not dead.exists() and not dead_dotted.exists() and not other_host_old.exists()
     finally:
         sleeper.kill()
+
+
+def test_sweep_removes_a_killed_writers_file_before_its_process_is_reaped(tmp_path):
+    # A writer killed with its run is a zombie until someone reaps it; it
+    # still answers kill(pid, 0), but it will never rename its file.
+    import psutil
+
+    cat = Catalog(tmp_path / "cat")
+    folder = cat.root / "tracks" / "ab"
+    folder.mkdir(parents=True)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = folder / f".abcd.{_HOST}.{writer.pid}.k1l2m3.tmp"
+        left.write_bytes(b"half a part")
+        writer.kill()  # not waited for: a zombie until the finally
+        deadline = time.time() + 30
+        while psutil.Process(writer.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.time() < deadline, "the killed writer never became a zombie"
+            time.sleep(0.01)
+        os.kill(writer.pid, 0)  # the old liveness test would have kept its file
+        assert cat.sweep_temporary() == 1
+        assert not left.exists()
+    finally:
+        writer.kill()
+        writer.wait()
 
 
 def test_glob_characters_in_the_catalog_path(tmp_path):

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -231,7 +232,7 @@ class Catalog:
 
     def write_json_atomic(self, path: Path, obj: Any) -> None:
         """Replace ``path`` by ``obj`` as JSON in one step, durably (temporary file, fsync, rename)."""
-        tmp = path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp = path.parent / _tmp_name(path.name)
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=1)
             fh.flush()
@@ -254,7 +255,7 @@ class Catalog:
     def put_if_absent(self, path: Path, data: pa.Table) -> bool:
         """Write ``data`` at ``path`` unless something is there already (never replaces a writer's part)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = path.with_name(_tmp_name(path.stem))
         pq.write_table(data, tmp)
         try:
             os.link(tmp, path)
@@ -270,7 +271,7 @@ class Catalog:
         It is renamed aside first (atomic), then checked: a part a writer
         replaced since the listing is put back (unless a newer one is there).
         """
-        aside = part.path.with_name(f".{part.key}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        aside = part.path.with_name(_tmp_name(part.key))
         try:
             os.rename(part.path, aside)
         except FileNotFoundError:
@@ -743,7 +744,7 @@ class Catalog:
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.manifest_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp = self.manifest_path.with_name(_tmp_name(self.manifest_path.name))
         try:
             tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
             os.replace(tmp, self.manifest_path)
@@ -907,23 +908,44 @@ def _unsize(table: pa.Table, spec) -> pa.Table:
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
+def _tmp_name(stem: str) -> str:
+    """A hidden temporary name beside ``stem`` that says its writer (host, pid), so a sweep can tell whether it died."""
+    return f".{stem}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def _tmp_writer(name: str) -> tuple[str, str] | None:
+    """``(host, pid)`` from a temporary name ``.STEM.HOST.PID.RANDOM.tmp``; read from the right, as STEM may hold dots."""
+    parts = name.split(".")
+    return (parts[-4], parts[-3]) if len(parts) >= 6 and parts[0] == "" else None
+
+
 def _tmp_writer_host(name: str) -> str | None:
-    parts = name.split(".")  # "", key, host, pid, random, "tmp"
-    return parts[2] if len(parts) >= 6 else None
+    writer = _tmp_writer(name)
+    return None if writer is None else writer[0]
 
 
 def _tmp_writer_alive(name: str) -> bool:
     """Whether the process writing the temporary file ``name`` is alive on this host."""
-    parts = name.split(".")
-    if len(parts) < 6 or parts[2] != _HOST or not parts[3].isdigit():
+    writer = _tmp_writer(name)
+    if writer is None or writer[0] != _HOST or not writer[1].isdigit():
         return False
+    return _process_alive(int(writer[1]))
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host can still act (run, write, rename).
+
+    psutil rather than ``os.kill(pid, 0)``: a process killed with its run
+    stays a zombie until its new parent reaps it (seconds, or never under a
+    container's PID 1 that does not reap), and a zombie still answers
+    ``kill(pid, 0)``; its half-written file outlived the resume (CI, stop 30).
+    """
     try:
-        os.kill(int(parts[3]), 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # alive, owned by someone else
+    except psutil.AccessDenied:  # alive, owned by someone else
         return True
-    return True
 
 
 def part_is_intact(path: Path) -> bool:

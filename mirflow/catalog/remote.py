@@ -47,7 +47,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mirflow.catalog.layout import _HOST, Catalog, LoosePart, table_partitioned
+from mirflow.catalog.layout import _HOST, Catalog, LoosePart, _process_alive, table_partitioned
 from mirflow.errors import CatalogError
 from mirflow.storage import etag_id, filesystem, storage_errors, url_of
 
@@ -251,12 +251,7 @@ class ObjectCatalog(Catalog):
         if age_s > LOCK_STALE_S:
             return True
         if body.get("host") == _HOST and str(body.get("pid", "")).isdigit():
-            try:
-                os.kill(int(body["pid"]), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
+            return not _process_alive(int(body["pid"]))
         return False
 
     def compaction_running(self) -> bool:
