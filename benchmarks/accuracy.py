@@ -343,6 +343,9 @@ FRESH_HISTORY: dict[int, str] = {
     18: ("Seed 18 was rendered and first measured on 2026-12-04 in stop 30, after key version 11 (the ensemble's "
          "refinement against the key a fifth below, fitted on the tuning corpus alone) and the key map refitted on "
          "its out-of-fold confidences. Nothing was fitted or chosen on it."),
+    20: ("Seed 20 was rendered and first measured on 2026-12-04 in stop 31 with stop 30's extractors (rhythm 13, "
+         "key 11), octave model and calibration maps, unchanged: a second corpus rendered after key version 11. "
+         "Nothing was fitted or chosen on it."),
 }
 
 
