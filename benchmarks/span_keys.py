@@ -5,7 +5,7 @@
 profile methods agreeing on it), but a render holds only the movement's first
 30 s or less. For every quartet and piano piece of the given corpora this runs
 the same four methods on the span a 30-s render holds at the piece's median
-rendered tempo and says whether they all name the movement's key. With
+rendered tempo and says whether they agree on the movement's key. With
 ``--results`` (``results-<corpus>`` folders of ``benchmarks/accuracy.py``) and
 ``--oof`` (the tuning corpus's ``key-oof.jsonl``), it gives a system's share of
 exact keys on the renders of the pieces whose span agrees and of those whose
@@ -37,25 +37,18 @@ FAMILIES = ("quartet", "piano")
 RENDER_S = 30.0
 
 
-def span_keys(origin: str, family: str, tempo_bpm: float) -> tuple[str, list[str]]:
-    """The movement's key and each of music21's four methods' key of the span a render at ``tempo_bpm`` holds."""
-    from music21.analysis import discrete
-
-    from mirflow.synth.corpus import _KEY_METHODS
+def span_key(origin: str, family: str, tempo_bpm: float) -> tuple[str, str]:
+    """The movement's key and the key music21's four methods agree on over the span a render at
+    ``tempo_bpm`` holds (:func:`mirflow.synth.corpus.agreed_key`; ``'disagree'`` when they do not)."""
+    from mirflow.synth.corpus import agreed_key
     from mirflow.synth.scores import _parse, load_score
 
     piece = load_score(origin, family=family)
     span_q = min(piece.end_q, RENDER_S * tempo_bpm / 60.0 * piece.beat_q)
-    flat = _parse(origin, None).flatten()
-    span = flat.getElementsByOffset(0.0, span_q, includeEndBoundary=False, mustBeginInSpan=True).stream()
-    keys = []
-    for method in _KEY_METHODS:
-        try:
-            (tonic, mode, _), _ = discrete.analysisClassFromMethodName(method)().process(span)
-            keys.append(Key(int(tonic.pitchClass), str(mode)).mir_eval)
-        except Exception:  # noqa: BLE001 - a method that fails names no key
-            keys.append("none")
-    return Key(piece.tonic, piece.mode).mir_eval, keys
+    span = _parse(origin, None).flatten().getElementsByOffset(
+        0.0, span_q, includeEndBoundary=False, mustBeginInSpan=True).stream()
+    agreed = agreed_key(span)
+    return Key(piece.tonic, piece.mode).mir_eval, "disagree" if agreed is None else Key(*agreed).mir_eval
 
 
 def track_origins(corpus: Path) -> dict[str, str]:
@@ -86,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     agrees = {}
     for (origin, family), bpm in sorted(tempi.items()):
         median = sorted(bpm)[len(bpm) // 2]
-        movement, keys = span_keys(origin, family, median)
-        agrees[origin] = all(k == movement for k in keys)
-        print(f"{origin:40s} {family:7s} movement {movement:9s} span at {median:5.1f} BPM: {', '.join(keys)}"
+        movement, span = span_key(origin, family, median)
+        agrees[origin] = span == movement
+        print(f"{origin:40s} {family:7s} movement {movement:9s} span at {median:5.1f} BPM: {span:9s}"
               f"{'' if agrees[origin] else '   <- not the movement key'}")
     print(f"{sum(not v for v in agrees.values())} of {len(agrees)} pieces: the span's key is not the movement's")
 

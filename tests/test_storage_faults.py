@@ -99,11 +99,16 @@ def test_full_disk_stops_with_one_message_and_resumes(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def test_sweep_leaves_a_live_writers_temporary_files(tmp_path):
+def _sweep_setup(tmp_path: Path) -> tuple[Catalog, Path, subprocess.Popen]:
+    """A catalog, a part folder in it, and a live process to name as a temporary file's writer."""
     cat = Catalog(tmp_path / "cat")
     folder = cat.root / "tracks" / "ab"
     folder.mkdir(parents=True)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    return cat, folder, subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_sweep_leaves_a_live_writers_temporary_files(tmp_path):
+    cat, folder, sleeper = _sweep_setup(tmp_path)
     try:
         live = folder / f".abcd.{_HOST}.{sleeper.pid}.x1y2z3.tmp"
         live.write_bytes(b"in flight")
@@ -133,10 +138,7 @@ def test_sweep_removes_a_killed_writers_file_before_its_process_is_reaped(tmp_pa
     # still answers kill(pid, 0), but it will never rename its file.
     import psutil
 
-    cat = Catalog(tmp_path / "cat")
-    folder = cat.root / "tracks" / "ab"
-    folder.mkdir(parents=True)
-    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    cat, folder, writer = _sweep_setup(tmp_path)
     try:
         left = folder / f".abcd.{_HOST}.{writer.pid}.k1l2m3.tmp"
         left.write_bytes(b"half a part")

@@ -400,7 +400,7 @@ class Catalog:
             path.parent.mkdir(parents=True, exist_ok=True)
             # The writer's host and pid in the name: a sweep removes only
             # temporary files whose writer is provably dead.
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(key), suffix=".tmp", dir=path.parent)
             os.close(fd)
         except OSError as exc:
             _raise_if_full(exc, self.root)
@@ -908,9 +908,14 @@ def _unsize(table: pa.Table, spec) -> pa.Table:
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
+def _tmp_prefix(stem: str) -> str:
+    """``.STEM.HOST.PID.``: a temporary name's start, which says its writer, so a sweep can tell whether it died."""
+    return f".{stem}.{_HOST}.{os.getpid()}."
+
+
 def _tmp_name(stem: str) -> str:
-    """A hidden temporary name beside ``stem`` that says its writer (host, pid), so a sweep can tell whether it died."""
-    return f".{stem}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    """A hidden temporary name beside ``stem``: :func:`_tmp_prefix`, a random part and ``.tmp``."""
+    return f"{_tmp_prefix(stem)}{uuid.uuid4().hex[:8]}.tmp"
 
 
 def _tmp_writer(name: str) -> tuple[str, str] | None:
