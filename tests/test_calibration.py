@@ -29,6 +29,20 @@ def test_isotonic_map_is_monotone_and_fixes_an_overconfident_score():
     assert before > 0.15 and after < 0.05  # in-sample, as a fit should be
 
 
+def test_binned_isotonic_map_never_claims_certainty_from_a_sample():
+    """Every track of the top bin right is no proof of certainty: an m-estimate toward the share right of all
+    samples keeps it below 1 (the key ensemble's map said 1.0 above a raw 0.906 before stop 32), and the
+    weights' scale does not matter."""
+    raw = np.linspace(0.0, 1.0, 100)
+    right = (raw > 0.4).astype(float)  # 60 of 100 right: the top three of five bins of 20
+    x, y = fit_isotonic(raw.tolist(), right.tolist(), bins=5)
+    m = calibration.BIN_PRIOR_TRACKS
+    assert y[-1] == pytest.approx((20 + 0.6 * m) / (20 + m), abs=1e-6)
+    assert y[0] == pytest.approx(0.6 * m / (20 + m), abs=1e-6)
+    assert np.all(np.diff(y) >= 0) and 0.0 < min(y) and max(y) < 1.0
+    assert fit_isotonic(raw.tolist(), right.tolist(), bins=5, sample_weight=[7.0] * 100) == (x, y)
+
+
 def test_maps_are_plain_json_applied_per_extractor_and_backend(tmp_path):
     path = tmp_path / "calibration.json"
     data = fit_calibration({"rhythm/ensemble": ([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99],

@@ -222,3 +222,57 @@ def test_default_varied_tuning_tracks_share_no_piece_and_no_seed_with_the_heldou
     # (find_pieces)
     for plan in earlier.values():
         assert len(plan) == FRESH_PER_STRATUM and not {t.piece for t in plan} & tuning_pieces
+
+
+def _cadences(*tonics: int, bars: int = 4) -> np.ndarray:
+    """(onset, duration, pitch, part) rows: I-IV-V-I in major on each tonic in turn, a bar each."""
+    rows, q = [], 0.0
+    for tonic in tonics:
+        for _ in range(bars // 4):
+            for root, third in ((0, 4), (5, 4), (7, 4), (0, 4)):
+                for i, step in enumerate((0, third, 7)):
+                    rows.append((q, 4.0, 60 + tonic + root + step, i))
+                q += 4.0
+    return np.array(rows, dtype=float)
+
+
+def test_a_render_keeps_its_pieces_key_only_where_the_span_holds_it():
+    from mirflow.synth.corpus import span_key
+
+    assert span_key(_cadences(0), (0, "major")) == ((0, "major"), None)
+    key, note = span_key(_cadences(7), (0, "major"))  # an excerpt in the dominant
+    assert key is None and note == "the rendered span is in G major, the piece in C major"
+    key, note = span_key(_cadences(0, 6), (0, "major"))  # half the span a tritone away: no agreed key
+    assert key is None and "agree" in note
+
+
+QUARTET_INTRO = "beethoven/opus59no3/movement1.mxl"
+
+
+def test_a_movement_whose_opening_is_in_another_key_is_rendered_with_its_key_unscored(tmp_path):
+    """Op. 59 no. 3's first movement is in C major; the slow introduction a 30-s render holds is not
+    (stop 31: no system found C major in it)."""
+    import jams
+
+    from mirflow.evaluate import Prediction, evaluate_predictions, load_truth
+    from mirflow.synth import read_truth_jsonl, write_truth_jsonl
+
+    piece = load_score(QUARTET_INTRO, family="quartet")
+    assert (piece.tonic, piece.mode) == (0, "major")
+    truth = render_score(tmp_path / "intro.wav", origin=QUARTET_INTRO, family="quartet", tempo_bpm=82.0,
+                         backend="numpy", transpose=2, jams_path=tmp_path / "intro.jams")
+    truth.validate()
+    assert truth.key is None and truth.tonic is None and truth.mode is None
+    assert truth.key_note.startswith("the rendered span is in ") and "C major" in truth.key_note
+    assert not jams.load(str(tmp_path / "intro.jams")).search(namespace="key_mode")
+    (back,) = read_truth_jsonl(write_truth_jsonl([truth], tmp_path / "truth.jsonl"))
+    assert back == truth and back.key_note == truth.key_note
+    # the key is not scored, the rest is
+    (record,) = load_truth(tmp_path / "truth.jsonl")
+    per_track, _ = evaluate_predictions([record], [Prediction(truth.track_id, [truth.path], key="D major",
+                                                              tempo=82.0)])
+    assert per_track["key_weighted"].isna().all() and per_track["tempo_acc1"].eq(1.0).all()
+    # a movement that opens in its key keeps it, transposed with the render
+    steady = render_score(tmp_path / "k545.wav", origin="mozart/k545/movement1_exposition.mxl", family="piano",
+                          tempo_bpm=100.0, backend="numpy", transpose=2, max_duration_s=12.0)
+    assert steady.key == "D major" and steady.key_note is None

@@ -41,6 +41,7 @@ from mirflow.synth.spec import (
 from mirflow.synth.truth import (
     Truth,
     chords_with_silence,
+    key_truth,
     truth_from_spec,
     write_jams,
     write_truth_jsonl,
@@ -279,6 +280,51 @@ def agreed_key(score: Any) -> tuple[int, str] | None:
         if len(keys) > 1:  # the methods disagree: no trusted key
             return None
     return keys.pop()
+
+
+def span_key(notes: np.ndarray, key: tuple[int, str]) -> tuple[tuple[int, str] | None, str | None]:
+    """The key truth of a render that holds only ``notes`` of a piece whose key is ``key``.
+
+    A piece's key (:func:`signature_key`) is that of the whole movement or tune,
+    but a render holds its first 30 s or less (of a folk tune, its first regular
+    bars, repeated): an introduction, a passage in another key, a fragment. In
+    stop 31, 8 of the 24 quartet and piano pieces of the tuning and first
+    held-out corpora held another key in the span a render held, or none that
+    music21's four methods agree on, and 9 of the tuning corpus's 10 surest
+    wrong keys were renders of them. So a render keeps the piece's key only
+    where the four methods (:func:`agreed_key`) agree on it over the notes that
+    sound; otherwise its key is not scored. The span's own key is not taken
+    instead: a truth key stays one that the key signature and the profiles both
+    support.
+
+    Parameters
+    ----------
+    notes : ndarray, shape (n, >=3)
+        Rows of (onset, duration, MIDI pitch, ...) in quarter notes, untransposed.
+    key : (int, str)
+        The piece's (tonic pitch class, mode).
+
+    Returns
+    -------
+    key : (int, str) or None
+        ``key``, or None when the span does not hold it.
+    note : str or None
+        Why the key is not scored (None when it is).
+    """
+    from music21 import note, stream
+
+    span = stream.Stream()
+    for onset, duration, pitch in np.asarray(notes, dtype=float)[:, :3]:
+        n = note.Note(int(pitch))
+        n.quarterLength = float(duration)
+        span.insert(float(onset), n)
+    agreed = agreed_key(span)
+    if agreed == key:
+        return key, None
+    movement = key_name(*key)
+    if agreed is None:
+        return None, f"the rendered span holds no key music21's four key profiles agree on (piece: {movement})"
+    return None, f"the rendered span is in {key_name(*agreed)}, the piece in {movement}"
 
 
 def signature_key(score: Any) -> tuple[int, str] | None:
@@ -526,7 +572,7 @@ def render_chorale(
 
     Fermatas and repeats are ignored: the score is played as written, at one
     tempo, so beats are exact. The key is the checked key of
-    :func:`load_chorale`; chords are labelled per beat by :func:`beat_label`
+    :func:`load_chorale` where the rendered span holds it (:func:`span_key`); chords are labelled per beat by :func:`beat_label`
     (``X`` where the sonority is not a clean triad).
 
     Parameters
@@ -583,6 +629,7 @@ def render_chorale(
     all_notes = np.array(chorale.notes, dtype=float)
     notes = all_notes[all_notes[:, 0] < end_q - 1e-9].copy()
     notes[:, 1] = np.minimum(notes[:, 1], end_q - notes[:, 0])
+    key, key_note = span_key(notes, (chorale.tonic, chorale.mode))
     arr_notes = tuple(
         Note(
             onset,
@@ -630,7 +677,6 @@ def render_chorale(
         nxt = spans[i + 1] if i + 1 < len(spans) else end_q
         label = beat_label(notes, q, nxt, transpose)
         chords.append((lead_in_s + q * beat_s, lead_in_s + nxt * beat_s, label))
-    tonic = (chorale.tonic + transpose) % 12
     instrument = f"GM {program} {gm_program_name(program)}"
     if backend == "numpy":
         instrument += f" (numpy {timbre_for_program(program)})"
@@ -647,9 +693,7 @@ def render_chorale(
         meter=chorale.meter,
         beats=tuple(lead_in_s + q * beat_s for q, _ in beats),
         beat_in_bar=tuple(pos for _, pos in beats),
-        key=key_name(tonic, chorale.mode),
-        tonic=tonic,
-        mode=chorale.mode,
+        **key_truth(key, transpose, key_note),
         chords=chords_with_silence(chords, duration_s),
         instrument=instrument,
         program=program,
@@ -795,7 +839,7 @@ def generate_corpus(
                 jams_path=(jams_dir / f"{track_id}.jams") if write_jams_files else None,
             )
             truths.append(truth)
-            logger.info("rendered %s from %s (%s)", path.name, origin, truth.key)
+            logger.info("rendered %s from %s (%s)", path.name, origin, truth.key or "key not scored")
     write_truth_jsonl(truths, out / MANIFEST_NAME)
     logger.info(
         "generated %d tracks in %s (%.1f s)", len(truths), out, time.perf_counter() - started

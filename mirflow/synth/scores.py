@@ -28,8 +28,8 @@ import numpy as np
 
 from mirflow.synth.midi import Arrangement, Note
 from mirflow.synth.render import finish, render_arrangement, timbre_for_program, write_audio
-from mirflow.synth.spec import SpecError, gm_program_name, key_name
-from mirflow.synth.truth import Truth, chords_with_silence, write_jams
+from mirflow.synth.spec import SpecError, gm_program_name
+from mirflow.synth.truth import Truth, chords_with_silence, key_truth, write_jams
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +354,50 @@ def rubato_map(q: np.ndarray, *, beat_s: float, depth: float, period_q: float, p
     return q * beat_s + amp * (np.sin(2 * np.pi * q / period_q + phase) - np.sin(phase))
 
 
+def rendered_span(piece: ScorePiece, *, tempo_bpm: float, lead_in_s: float = 0.25, tail_s: float = 1.5,
+                  max_duration_s: float | None = 30.0) -> tuple[np.ndarray, list[tuple[float, int]], float]:
+    """What :func:`render_score` plays of a piece: its notes, notated beats and end, in quarter notes.
+
+    A short tune is played again from its first full bar, as players repeat it,
+    until ``max_duration_s`` is filled; the span is cut at the last bar line
+    that fits.
+
+    Returns
+    -------
+    notes : ndarray, shape (n, 4)
+        (onset, duration, MIDI pitch, part) rows, untransposed, durations cut at the end.
+    beats : list of (float, int)
+        Notated beats (quarter position, position in the bar), up to the end.
+    end_q : float
+        The end of the span.
+    """
+    quarter_s = 60.0 / (tempo_bpm * piece.beat_q)
+    all_notes = np.array(piece.notes, dtype=float)
+    piece_beats = list(piece.beats)
+    bar_starts = list(piece.bar_starts)
+    end_q = piece.end_q
+    if max_duration_s is not None:
+        limit = (max_duration_s - lead_in_s - tail_s) / quarter_s
+        # a short tune is played again from its first full bar, as players repeat it
+        first, span = piece.bar_starts[0], piece.end_q - piece.bar_starts[0]
+        body = all_notes[all_notes[:, 0] >= first - 1e-9]
+        k = 1
+        while end_q + span <= limit + 1e-9 and span > 0:
+            shifted = body.copy()
+            shifted[:, 0] += k * span
+            all_notes = np.vstack([all_notes, shifted])
+            piece_beats += [(q + k * span, pos) for q, pos in piece.beats if q >= first - 1e-9]
+            bar_starts += [b + k * span for b in piece.bar_starts]
+            end_q += span
+            k += 1
+        fits = [b for b in bar_starts if 0 < b <= limit]
+        if end_q > limit and fits:
+            end_q = max(fits)
+    notes = all_notes[all_notes[:, 0] < end_q - 1e-9].copy()
+    notes[:, 1] = np.minimum(notes[:, 1], end_q - notes[:, 0])
+    return notes, piece_beats, end_q
+
+
 def render_score(
     path: str | os.PathLike[str],
     *,
@@ -415,7 +459,7 @@ def render_score(
     SpecError
         If the piece is not usable, or swing is asked of a compound meter.
     """
-    from mirflow.synth.corpus import beat_label, resolve_backend
+    from mirflow.synth.corpus import beat_label, resolve_backend, span_key
 
     piece = load_score(origin, family=family, number=number)
     if piece is None:
@@ -427,29 +471,9 @@ def render_score(
     backend = resolve_backend(backend)
     rng = np.random.default_rng([seed, 909])
     quarter_s = 60.0 / (tempo_bpm * piece.beat_q)
-    all_notes = np.array(piece.notes, dtype=float)
-    piece_beats = list(piece.beats)
-    bar_starts = list(piece.bar_starts)
-    end_q = piece.end_q
-    if max_duration_s is not None:
-        limit = (max_duration_s - lead_in_s - tail_s) / quarter_s
-        # a short tune is played again from its first full bar, as players repeat it
-        first, span = piece.bar_starts[0], piece.end_q - piece.bar_starts[0]
-        body = all_notes[all_notes[:, 0] >= first - 1e-9]
-        k = 1
-        while end_q + span <= limit + 1e-9 and span > 0:
-            shifted = body.copy()
-            shifted[:, 0] += k * span
-            all_notes = np.vstack([all_notes, shifted])
-            piece_beats += [(q + k * span, pos) for q, pos in piece.beats if q >= first - 1e-9]
-            bar_starts += [b + k * span for b in piece.bar_starts]
-            end_q += span
-            k += 1
-        fits = [b for b in bar_starts if 0 < b <= limit]
-        if end_q > limit and fits:
-            end_q = max(fits)
-    notes = all_notes[all_notes[:, 0] < end_q - 1e-9].copy()
-    notes[:, 1] = np.minimum(notes[:, 1], end_q - notes[:, 0])
+    notes, piece_beats, end_q = rendered_span(piece, tempo_bpm=tempo_bpm, lead_in_s=lead_in_s, tail_s=tail_s,
+                                              max_duration_s=max_duration_s)
+    key, key_note = span_key(notes, (piece.tonic, piece.mode))
     q0 = float(min(notes[:, 0].min(), piece_beats[0][0]))
     period_q = float(rng.uniform(4, 8)) * piece.meter * piece.beat_q
     phase = float(rng.uniform(0, 2 * np.pi))
@@ -496,7 +520,6 @@ def render_score(
         chords.append((lead_in_s, float(seconds[0]), "X"))
     for i in range(len(beat_q)):
         chords.append((float(seconds[i]), float(seconds[i + 1]), beat_label(notes, bounds[i], bounds[i + 1], transpose)))
-    tonic = (piece.tonic + transpose) % 12
     program = part_programs[0]
     instrument = f"GM {program} {gm_program_name(program)}"
     if backend == "numpy":
@@ -507,7 +530,7 @@ def render_score(
         format=path.suffix.lower().lstrip("."), duration_s=duration_s, sample_rate_hz=sample_rate_hz,
         channels=1 if y.ndim == 1 else int(y.shape[1]), tempo_bpm=float(tempo_bpm), meter=piece.meter,
         beats=tuple(float(b) for b in beat_times), beat_in_bar=tuple(positions),
-        key=key_name(tonic, piece.mode), tonic=tonic, mode=piece.mode,
+        **key_truth(key, transpose, key_note),
         chords=chords_with_silence(chords, duration_s), instrument=instrument, program=program, drums=False,
         backend=backend, noise_snr_db=noise_snr_db, mp3_kbps=mp3_kbps, seed=seed,
         origin=piece.origin if number is None else f"{piece.origin}#{number}",

@@ -54,11 +54,12 @@ class Truth:
         Beat times in seconds.
     beat_in_bar : tuple of int
         Position of each beat in its bar, 1 = downbeat.
-    key : str
-        mir_eval key, e.g. ``'F# minor'``.
-    tonic : int
+    key : str or None
+        mir_eval key, e.g. ``'F# minor'``; None where the audio's key is not scored
+        (``key_note`` says why, see :func:`~mirflow.synth.corpus.span_key`).
+    tonic : int or None
         Pitch class of the tonic, C = 0.
-    mode : str
+    mode : str or None
         ``'major'`` or ``'minor'``.
     chords : tuple of (float, float, str)
         Contiguous ``(start, end, label)`` intervals from 0 to ``duration_s``.
@@ -78,6 +79,8 @@ class Truth:
         Seed of the spec.
     origin : str or None
         Source score of a chorale (corpus path relative to music21's corpus).
+    key_note : str or None
+        Why the key is not scored, where ``key`` is None.
     spec : dict or None
         The full :class:`TrackSpec` (synthetic tracks), to re-render.
     """
@@ -93,9 +96,9 @@ class Truth:
     meter: int
     beats: tuple[float, ...]
     beat_in_bar: tuple[int, ...]
-    key: str
-    tonic: int
-    mode: str
+    key: str | None
+    tonic: int | None
+    mode: str | None
     chords: tuple[tuple[float, float, str], ...]
     instrument: str
     program: int | None
@@ -105,6 +108,7 @@ class Truth:
     mp3_kbps: int | None = None
     seed: int = 0
     origin: str | None = None
+    key_note: str | None = None
     spec: dict[str, Any] | None = field(default=None, compare=False)
 
     # ---------------------------------------------------------------- derived views
@@ -121,9 +125,9 @@ class Truth:
         return beats[np.asarray(self.beat_in_bar) == 1]
 
     @property
-    def key_jams(self) -> str:
-        """Key in the JAMS ``key_mode`` spelling, e.g. ``'F#:minor'``."""
-        return f"{PITCH_NAMES[self.tonic]}:{self.mode}"
+    def key_jams(self) -> str | None:
+        """Key in the JAMS ``key_mode`` spelling, e.g. ``'F#:minor'``; None where the key is not scored."""
+        return None if self.tonic is None else f"{PITCH_NAMES[self.tonic]}:{self.mode}"
 
     def chord_intervals(self) -> np.ndarray:
         """Chord intervals as an ``(n, 2)`` array, as mir_eval wants them."""
@@ -167,7 +171,10 @@ class Truth:
         """
         if self.source not in SOURCES:
             raise ValueError(f"unknown source {self.source!r}")
-        if key_name(self.tonic, self.mode) != self.key:
+        if self.key is None:
+            if self.tonic is not None or self.mode is not None or not self.key_note:
+                raise ValueError("a track without a scored key has no tonic or mode, and a key_note")
+        elif self.tonic is None or self.mode is None or key_name(self.tonic, self.mode) != self.key:
             raise ValueError(f"key {self.key!r} does not match tonic/mode")
         if len(self.beats) != len(self.beat_in_bar):
             raise ValueError("beats and beat_in_bar differ in length")
@@ -224,6 +231,29 @@ def chords_with_silence(
     last = chords[-1][1] if chords else duration_s
     padded = [(0.0, first, "N"), *chords, (last, duration_s, "N")]
     return _merge(padded)
+
+
+def key_truth(key: tuple[int, str] | None, transpose: int, note: str | None) -> dict[str, Any]:
+    """The key fields of a :class:`Truth` (``key``, ``tonic``, ``mode``, ``key_note``) of a rendered score.
+
+    Parameters
+    ----------
+    key : (int, str) or None
+        The score's (tonic pitch class, mode), untransposed; None where the key is not scored.
+    transpose : int
+        Semitones the render is transposed by.
+    note : str or None
+        Why the key is not scored.
+
+    Examples
+    --------
+    >>> key_truth((9, "minor"), 2, None)
+    {'key': 'B minor', 'tonic': 11, 'mode': 'minor', 'key_note': None}
+    """
+    if key is None:
+        return {"key": None, "tonic": None, "mode": None, "key_note": note}
+    tonic = (key[0] + transpose) % 12
+    return {"key": key_name(tonic, key[1]), "tonic": tonic, "mode": key[1], "key_note": None}
 
 
 def truth_from_spec(
@@ -367,8 +397,9 @@ def read_truth_jsonl(path: str | os.PathLike[str], *, resolve_paths: bool = True
 def to_jams(truth: Truth) -> Any:
     """Return the truth as a :class:`jams.JAMS` object.
 
-    Annotations: ``key_mode`` (``'A:minor'``), ``tempo`` (confidence 1),
-    ``beat`` (value = position in bar) and ``chord`` (Harte labels, ``N``, ``X``).
+    Annotations: ``key_mode`` (``'A:minor'``; none where the key is not scored, its
+    reason in the sandbox's ``key_note``), ``tempo`` (confidence 1), ``beat`` (value =
+    position in bar) and ``chord`` (Harte labels, ``N``, ``X``).
     """
     import jams
 
@@ -389,8 +420,10 @@ def to_jams(truth: Truth) -> Any:
             namespace=namespace, time=0, duration=truth.duration_s, annotation_metadata=meta
         )
 
-    key = annotation("key_mode")
-    key.append(time=0.0, duration=truth.duration_s, value=truth.key_jams, confidence=1.0)
+    keys = []
+    if truth.key_jams is not None:
+        keys.append(annotation("key_mode"))
+        keys[0].append(time=0.0, duration=truth.duration_s, value=truth.key_jams, confidence=1.0)
     tempo = annotation("tempo")
     tempo.append(time=0.0, duration=truth.duration_s, value=float(truth.tempo_bpm), confidence=1.0)
     beat = annotation("beat")
@@ -399,7 +432,7 @@ def to_jams(truth: Truth) -> Any:
     chord = annotation("chord")
     for start, end, label in truth.chords:
         chord.append(time=float(start), duration=float(end - start), value=label, confidence=1.0)
-    jam.annotations.extend([key, tempo, beat, chord])
+    jam.annotations.extend([*keys, tempo, beat, chord])
     jam.sandbox.update(
         mirflow={
             k: v
@@ -416,6 +449,7 @@ def to_jams(truth: Truth) -> Any:
                 "seed",
                 "origin",
                 "meter",
+                "key_note",
             )
         }
     )
