@@ -352,12 +352,6 @@ FRESH_HISTORY: dict[int, str] = {
     20: ("Seed 20 was rendered and first measured on 2026-12-04 in stop 31 with stop 30's extractors (rhythm 13, "
          "key 11), octave model and calibration maps, unchanged: a second corpus rendered after key version 11. "
          "Nothing was fitted or chosen on it."),
-    22: ("Seed 22 was rendered and first measured on 2026-12-05 in stop 32, after every corpus had been rendered "
-         "again with the span rule for keys (a render keeps its piece's key only where its span holds it; the "
-         "audio is the same) and key version 12 (the ensemble's refinement against the key a fifth below and "
-         "every key map refitted on the tuning corpus's scored keys). Keeping the refinement was informed by "
-         "the earlier fresh corpora, where it gains on every one while the tuning corpus alone no longer shows "
-         "a gain; this is the first corpus after that choice. Nothing was fitted or chosen on it."),
 }
 
 

@@ -13,6 +13,13 @@ half note in 2/2, the dotted quarter in 6/8, 9/8 and 12/8. ``tempo_bpm`` of
 the truth counts those beats per minute, ``meter`` is beats per bar, and
 ``beats`` lists every notated beat. With rubato the beats follow the drift
 and ``tempo_bpm`` is the mean tempo.
+
+Key convention: the piece's key (its key signature, and music21's four
+profile methods agreeing on it over the whole movement or tune) where the
+span a render holds has that key too; a render whose span does not (an
+introduction, a passage in another key, a fragment no profile agrees on) has
+its key not scored (``key`` None, ``key_note`` says why; see
+:func:`~mirflow.synth.corpus.span_key`).
 """
 
 from __future__ import annotations
