@@ -73,27 +73,38 @@ def _is_storage_error(exc: BaseException) -> bool:
                                                                   "aiohttp", "gcsfs", "adlfs"}
 
 
-@contextlib.contextmanager
-def storage_errors(action: str, url: str, *, missing_ok: bool = False) -> Iterator[None]:
+class storage_errors:  # noqa: N801 -- a context manager used like a function, as contextlib's are
     """Turn an object store's failure into one clear :class:`~mirflow.errors.CatalogError` line.
 
     With ``missing_ok``, :class:`FileNotFoundError` (no such object: a
-    normal answer for a read or a listing) passes through unchanged.
+    normal answer for a read or a listing) passes through, without the
+    traceback it came with: fsspec's ``sync()`` keeps the exception in a
+    local of a frame that traceback holds, a cycle that pins every caller's
+    frame (and any open file in one) until the garbage collector runs. A
+    class, not ``contextlib.contextmanager``, which puts the traceback back.
     """
-    from mirflow.errors import CatalogError
 
-    try:
-        yield
-    except CatalogError:
-        raise
-    except Exception as exc:
-        if not _is_storage_error(exc) or (missing_ok and isinstance(exc, FileNotFoundError)):
-            raise
+    def __init__(self, action: str, url: str, *, missing_ok: bool = False) -> None:
+        self.action, self.url, self.missing_ok = action, url, missing_ok
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        from mirflow.errors import CatalogError
+
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, CatalogError):
+            return False
+        if self.missing_ok and isinstance(exc, FileNotFoundError):
+            exc.__traceback__ = None
+            return False
+        if not _is_storage_error(exc):
+            return False
         hint = ""
-        if url.startswith("s3://"):
+        if self.url.startswith("s3://"):
             hint = (" (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws, endpoint from "
                     "AWS_ENDPOINT_URL for MinIO or a local server; does the bucket exist?)")
-        raise CatalogError(f"cannot {action} {url}: {type(exc).__name__}: {exc}{hint}") from None
+        raise CatalogError(f"cannot {self.action} {self.url}: {type(exc).__name__}: {exc}{hint}") from None
 
 
 def url_of(fs: Any, path: str | PurePosixPath) -> str:

@@ -213,6 +213,78 @@ def test_cli_query_and_damaged_part_on_s3(tmp_path, bucket):
     assert report.returncode == 2 and "object storage" in report.stderr, report.stderr
 
 
+def test_reads_in_object_storage_release_every_file_before_they_return(tmp_path, bucket, monkeypatch):
+    """No Arrow thread still holds a file Arrow reads through Python once a read has returned.
+
+    A pool thread that drops such a file while the interpreter exits aborts
+    the process (exit -6, see ``mirflow.catalog.layout.python_backed``): with
+    ``pq.read_table`` about one read in three left its file to a pool thread.
+    """
+    import weakref
+
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    from mirflow.catalog.compact import compact
+    from mirflow.query.inspect import catalog_info, read_track_part
+
+    fs, name = bucket
+    inputs = _upload_corpus(fs, name, tmp_path, 2, seconds=3.0)
+    catalog = f"s3://{name}/cat"
+    analyze([inputs], catalog, pipeline=_pipeline(tmp_path), progress=None,
+            cluster=ClusterOptions(workers=1, dashboard=False, worker_lifetime=None))
+    opened: list[weakref.ref] = []
+
+    class Handle:
+        # What Arrow holds of an opened file, and nothing else does: it dies when Arrow lets go (the
+        # s3fs file itself sits in reference cycles, so its own lifetime would say nothing).
+        def __init__(self, raw):
+            self.raw = raw
+
+        def __getattr__(self, name):
+            return getattr(self.raw, name)
+
+    class Recording(pafs.FSSpecHandler):
+        def open_input_file(self, path):
+            handle = Handle(self.fs.open(path, mode="rb"))
+            opened.append(weakref.ref(handle))
+            return pa.PythonFile(handle, mode="r")
+
+    monkeypatch.setattr(pafs, "FSSpecHandler", Recording)
+
+    def released(what: str) -> None:
+        assert opened, f"{what}: read nothing through the recording handler"
+        alive = sum(ref() is not None for ref in opened)
+        assert alive == 0, f"{what}: {alive} of {len(opened)} files still open after the read returned"
+        opened.clear()
+
+    for state in ("loose", "compacted"):
+        cat = Catalog(catalog)
+        ids = cat.read_table("tracks", columns=["track_id"]).column("track_id").to_pylist()
+        released(f"{state}: Catalog.read_table")
+        assert len(ids) == 2
+        assert cat.rows_of("beats", ids[0]).num_rows > 0
+        released(f"{state}: Catalog.rows_of")
+        assert cat.rows_of_many("beats", ids).num_rows > 0
+        released(f"{state}: Catalog.rows_of_many")
+        assert read_track_part(cat, "tracks", ids[1]) is not None
+        released(f"{state}: read_track_part")
+        assert len(read_table(catalog, "beats")) > 0
+        released(f"{state}: mirflow.query.read_table")
+        assert to_dask(catalog, "tracks")["track_id"].nunique().compute(scheduler="sync") == 2
+        released(f"{state}: mirflow.query.to_dask")
+        assert catalog_info(catalog).tables
+        released(f"{state}: catalog_info")
+        con = connect(catalog)
+        assert con.execute("select count(*) from beats").fetchone()[0] > 0
+        con.close()
+        released(f"{state}: connect")
+        if state == "loose":
+            compact(catalog)
+            released("compact")
+            fs.invalidate_cache()
+
+
 def test_killed_run_on_s3_resumes_without_duplicates_or_gaps(tmp_path, bucket):
     fs, name = bucket
     n = 10

@@ -58,6 +58,9 @@ from mirflow.catalog.layout import (
     Catalog,
     LoosePart,
     _read_folded,
+    open_parquet,
+    python_backed,
+    read_parquet,
     tombstone_table,
     utcnow,
 )
@@ -337,14 +340,15 @@ def rows_current_with(cat: Catalog, table: str, files: list[Path]) -> str | None
     tracks = cat.snapshot("tracks")
     if tracks.generation is None or tracks.loose:
         return None
-    current = pa.concat_tables([pq.read_table(str(f), columns=["track_id", "pipeline_version"],
-                                              filesystem=cat.arrow_fs) for _, f in tracks.compacted])
+    current = pa.concat_tables([read_parquet(f, columns=["track_id", "pipeline_version"],
+                                             filesystem=cat.arrow_fs) for _, f in tracks.compacted])
     ids = current.column("track_id").combine_chunks()
     versions = current.column("pipeline_version").combine_chunks()
     for f in files:
-        parquet = pq.ParquetFile(str(f), filesystem=cat.arrow_fs)
+        parquet = open_parquet(f, filesystem=cat.arrow_fs)
         columns = ["track_id"] + ([VERSION_COLUMN] if VERSION_COLUMN in parquet.schema_arrow.names else [])
-        for batch in parquet.iter_batches(columns=columns, batch_size=1 << 18):
+        for batch in parquet.iter_batches(columns=columns, batch_size=1 << 18,
+                                          use_threads=not python_backed(cat.arrow_fs)):
             idx = pc.index_in(batch.column(0), value_set=ids)
             if idx.null_count:
                 return None  # a row of a track that is not committed
@@ -382,7 +386,7 @@ def _in_range(key: str, lo: str | None, hi: str | None) -> bool:
 
 def _read_part(cat: Catalog, p: LoosePart, table: str) -> tuple[LoosePart, pa.Table | None]:
     try:
-        data = pq.ParquetFile(str(p.path), filesystem=cat.arrow_fs).read()
+        data = read_parquet(p.path, filesystem=cat.arrow_fs)
     except FileNotFoundError:
         return p, None
     except (OSError, pa.ArrowException) as exc:
@@ -422,7 +426,7 @@ def _write_partition(cat: Catalog, table: str, spec, partition: str | None, fold
                 filters = [(KEY_COLUMN, ">=", lo)] if lo is not None else []
                 if hi is not None:
                     filters.append((KEY_COLUMN, "<", hi))
-                data = pq.read_table(str(f), filters=filters or None, filesystem=fs)
+                data = read_parquet(f, filters=filters or None, filesystem=fs)
                 if live_keys and data.num_rows:
                     data = data.filter(pc.invert(pc.is_in(data.column(KEY_COLUMN),
                                                           value_set=pa.array(sorted(live_keys), pa.string()))))
@@ -494,19 +498,22 @@ def _read_loose(cat: Catalog, table: str, spec, parts: list[LoosePart], sizes: d
 
     One multi-threaded Arrow dataset scan over all of them (a part lacking a
     newer column gets nulls); when any part fails (damaged inside, deleted
-    meanwhile) the parts are read one by one and the failing ones stay loose.
+    meanwhile), or in object storage, the parts are read one by one (in
+    ``pool``) and the failing ones stay loose.
     Returns the rows and the parts read.
     """
     import pyarrow.dataset as ds
 
     schema = spec.arrow(sizes=sizes if spec.partition_by is not None else spec.sizes_of({}))
     per_track = "track_id" in spec.names and table != "tracks"
-    try:
-        data = ds.dataset([str(p.path) for p in parts], schema=schema, format="parquet",
-                          filesystem=cat.arrow_fs).to_table(columns=[*schema.names, "__filename"])
-        ok = parts
-    except (OSError, pa.ArrowException) as exc:
-        log.info("%s: a bulk read failed (%s); reading %d parts one by one", table, exc, len(parts))
+    data, ok = None, parts
+    if not python_backed(cat.arrow_fs):  # Arrow's threads may not read that one (see read_parquet)
+        try:
+            data = ds.dataset([str(p.path) for p in parts], schema=schema, format="parquet",
+                              filesystem=cat.arrow_fs).to_table(columns=[*schema.names, "__filename"])
+        except (OSError, pa.ArrowException) as exc:
+            log.info("%s: a bulk read failed (%s); reading %d parts one by one", table, exc, len(parts))
+    if data is None:
         tables, ok = [], []
         for p, t in pool.map(lambda q: _read_part(cat, q, table), parts):
             if t is None:

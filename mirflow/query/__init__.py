@@ -23,6 +23,7 @@ from mirflow.catalog.layout import (
     VERSION_COLUMN,
     VERSION_META,
     Catalog,
+    read_parquet,
 )
 from mirflow.catalog.schema import load_schemas, table_schema
 from mirflow.errors import CatalogError, ConfigError
@@ -360,7 +361,6 @@ def to_dask(catalog: str | os.PathLike[str] | Catalog, table: str, *, partition:
     """
     import dask.dataframe as dd
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     cat = _catalog(catalog)
     snap = cat.snapshot(table, partition)
@@ -384,7 +384,7 @@ def to_dask(catalog: str | os.PathLike[str] | Catalog, table: str, *, partition:
         fs = None if url is None else Catalog(url).arrow_fs
         tables = []
         for f in files:
-            t = pq.read_table(f, filesystem=fs)
+            t = read_parquet(f, filesystem=fs)
             if t.num_rows == 0:
                 continue
             if kind == "compacted":

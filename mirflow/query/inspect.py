@@ -36,7 +36,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mirflow.catalog.layout import KEY_COLUMN, Catalog, TableSnapshot, path_from_columns, path_key
+from mirflow.catalog.layout import (
+    KEY_COLUMN,
+    Catalog,
+    TableSnapshot,
+    open_parquet,
+    path_from_columns,
+    path_key,
+    python_backed,
+    read_parquet,
+)
 from mirflow.catalog.schema import load_schemas, table_schema
 from mirflow.errors import CatalogError, ConfigError
 from mirflow.resources import schemas_dir
@@ -96,9 +105,10 @@ def read_track_part(cat: Catalog, table: str, track_id: str, *, partition: str |
         # about 10 ms per file (measured here), more than the read.
         path = cat.part_path(table, track_id, partition)
         try:
-            parquet = pq.ParquetFile(str(path), filesystem=cat.arrow_fs)
+            parquet = open_parquet(path, filesystem=cat.arrow_fs)
             present = set(parquet.schema_arrow.names)
-            part = parquet.read(columns=[c for c in wanted if c in present])
+            part = parquet.read(columns=[c for c in wanted if c in present],
+                                use_threads=not python_backed(cat.arrow_fs))
         except FileNotFoundError:
             if cat.compaction_record(table) is None:  # not folded away meanwhile: no rows
                 return None
@@ -693,7 +703,7 @@ def _snapshot_counts(snap: TableSnapshot, fs=None) -> tuple[int, int]:
     rows = keys = 0
     for partition, f in snap.compacted:
         gone = hidden.get(partition)
-        key_column = pq.read_table(str(f), columns=[KEY_COLUMN], filesystem=fs).column(KEY_COLUMN)
+        key_column = read_parquet(f, columns=[KEY_COLUMN], filesystem=fs).column(KEY_COLUMN)
         if gone:
             key_column = key_column.filter(pc.invert(pc.is_in(key_column, value_set=pa.array(sorted(gone)))))
         rows += len(key_column)

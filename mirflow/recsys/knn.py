@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mirflow._env import THREAD_ENV
-from mirflow.catalog.layout import KEY_COLUMN, Catalog
+from mirflow.catalog.layout import KEY_COLUMN, Catalog, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def embedding_track_ids(catalog: str | os.PathLike[str] | Catalog, model: str) -
     snap = cat.snapshot("embeddings", model)
     keys: set[str] = set()
     for _, f in snap.compacted:
-        keys.update(pq.read_table(str(f), columns=[KEY_COLUMN], filesystem=cat.arrow_fs).column(KEY_COLUMN).to_pylist())
+        keys.update(read_parquet(f, columns=[KEY_COLUMN], filesystem=cat.arrow_fs).column(KEY_COLUMN).to_pylist())
     keys -= snap.hidden_keys().get(model, set())
     for p in snap.loose:
         # Tombstones exist only over compacted rows: without a generation every part holds its track.
