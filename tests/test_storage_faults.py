@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from conftest import tone_mix, write_audio
 
 from mirflow.catalog import Catalog
 from mirflow.catalog.layout import _HOST, part_is_intact
+from mirflow.errors import CatalogError
 from mirflow.pipeline.runner import ClusterOptions, analyze
 from mirflow.query import connect, read_table
 
@@ -105,6 +107,33 @@ def _sweep_setup(tmp_path: Path) -> tuple[Catalog, Path, subprocess.Popen]:
     folder = cat.root / "tracks" / "ab"
     folder.mkdir(parents=True)
     return cat, folder, subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_first_run_killed_while_writing_its_manifest_leaves_a_usable_folder(tmp_path):
+    """A kill between the temporary manifest and its rename leaves only that file: the folder stays the catalog's."""
+    catalog = tmp_path / "cat"
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from mirflow.catalog import Catalog\n"
+        "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"Catalog({str(catalog)!r}).open_for('store')\n")], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    leftover = [p.name for p in catalog.iterdir()]
+    assert len(leftover) == 1 and leftover[0].startswith(".manifest.json.") and leftover[0].endswith(".tmp")
+
+    music = _corpus(tmp_path / "music", n=2)
+    summary, _ = analyze([music], catalog, pipeline=_pipeline(tmp_path), cluster=OPTS, progress=None)
+    assert summary.analyzed == 2 and Catalog(catalog).read_manifest()["pipeline"] == "store"
+    assert_accounted(catalog, [music], summary)
+
+    # A user's folder is still refused, and left as it was, whatever temporary file it holds.
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    (user / leftover[0]).write_text("{")
+    with pytest.raises(CatalogError, match="not a mirflow catalog"):
+        Catalog(user).open_for("store")
+    assert sorted(p.name for p in user.iterdir()) == sorted(["notes.txt", leftover[0]])
 
 
 def test_sweep_leaves_a_live_writers_temporary_files(tmp_path):

@@ -804,8 +804,15 @@ class Catalog:
         return path.exists()
 
     def _is_empty(self) -> bool:
-        """Whether nothing is at the catalog's place yet (a folder that may be created)."""
-        return not self.root.exists() or not any(self.root.iterdir())
+        """Whether nothing is at the catalog's place yet (a folder that may be created).
+
+        A temporary manifest does not count: it is all that a first run killed
+        while writing its manifest leaves, and that folder must stay usable.
+        """
+        if not self.root.exists():
+            return True
+        return all(p.name.startswith(f".{MANIFEST}.") and p.name.endswith(".tmp") and _tmp_writer(p.name)
+                   for p in self.root.iterdir())
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
