@@ -42,11 +42,11 @@ from mirflow.ml.features import (
     embedding_versions,
     feature_names,
     load_features,
-    open_catalog,
     resolve_features,
     split_names,
 )
 from mirflow.ml.labels import match_labels
+from mirflow.query.inspect import open_catalog
 
 __all__ = ["ClassifierReport", "TrainedClassifier", "load_classifier", "train"]
 

@@ -18,7 +18,6 @@ few hundred small files, however large the catalog.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mirflow.catalog import Catalog, table_schema
-from mirflow.errors import CatalogError
 from mirflow.ml.errors import FeatureError, IncompatibleModelError
 
 log = logging.getLogger(__name__)
@@ -78,14 +76,6 @@ class Feature:
     def from_dict(cls, d: dict) -> Feature:
         return cls(name=d["name"], kind=d["kind"], width=int(d["width"]), type=d["type"],
                    model_version=d.get("model_version"))
-
-
-def open_catalog(catalog: str | os.PathLike[str] | Catalog) -> Catalog:
-    """The catalog, checked to be one (it has a manifest)."""
-    cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
-    if cat.read_manifest() is None:
-        raise CatalogError(f"{cat.url} is not a mirflow catalog (no manifest.json)")
-    return cat
 
 
 def split_names(features: str | Iterable[str] | None) -> list[str] | None:

@@ -29,7 +29,7 @@ from mirflow._env import THREAD_ENV
 from mirflow.catalog import Catalog, conform
 from mirflow.errors import ConfigError
 from mirflow.ml.classifier import TrainedClassifier, as_classifier, from_bundle_bytes
-from mirflow.ml.features import open_catalog
+from mirflow.query.inspect import open_catalog
 
 log = logging.getLogger(__name__)
 
