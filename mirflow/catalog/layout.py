@@ -93,9 +93,9 @@ def read_parquet(path: str | os.PathLike[str], *, filesystem: Any = None, column
     dropped before this returns (:func:`open_parquet`): against a moto S3
     server, 11 of 60 interpreters that had read one compacted file with
     ``pq.read_table`` aborted at exit, 3 of 60 with a threaded
-    ``ParquetFile.read``, none this way (stop 33). Row-group pruning by statistics is lost there, not
-    the column projection: only the columns asked for (and filtered on) are
-    fetched.
+    ``ParquetFile.read``, none this way (stop 33). Row-group pruning by
+    statistics is lost there, not the column projection: only the columns
+    asked for (and filtered on) are fetched.
     """
     if not python_backed(filesystem):
         return pq.read_table(str(path), columns=columns, filters=filters, filesystem=filesystem)
