@@ -218,7 +218,8 @@ def test_reads_in_object_storage_release_every_file_before_they_return(tmp_path,
 
     A pool thread that drops such a file while the interpreter exits aborts
     the process (exit -6, see ``mirflow.catalog.layout.python_backed``): with
-    ``pq.read_table`` about one read in three left its file to a pool thread.
+    ``pq.read_table`` between one read in seven and one in three left its file to a pool thread
+    (three runs of 200 reads of a local file through the same handler, stop 33).
     """
     import weakref
 
