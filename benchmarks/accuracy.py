@@ -361,6 +361,10 @@ FRESH_HISTORY: dict[int, str] = {
          "against the key a fifth below was kept on the evidence of seeds 4-20, and so its test (MIREX weighted "
          "0.937 without the refinement, 0.970 with it, `benchmarks/fit_key_ensemble.py --subdominant --heldout`). "
          "Nothing was fitted or chosen on it."),
+    24: ("Seed 24 was rendered and first measured on 2026-12-05 in stop 34 with stop 33's extractors (rhythm 13, "
+         "key 12), octave model and calibration maps, unchanged, on a fresh machine (every corpus rendered and "
+         "analyzed again). Nothing was fitted or chosen on it; its wrong tempi were compared with the libraries' "
+         "after the tuning-corpus ablations of `benchmarks/octave_ablations.py` had been measured."),
 }
 
 
@@ -926,6 +930,43 @@ def error_kind_tables(results: list[Result], subsets: dict[str, str], corpus: st
     return tables[0], tables[1]
 
 
+#: The library recipes whose tempi :func:`library_agreement_table` compares with mirflow's wrong ones.
+LIBRARY_SYSTEMS = ("librosa", "essentia", "madmom")
+#: Its columns: what the libraries said on a track where mirflow default's tempo is wrong.
+AGREEMENT_KINDS = ("a library right", "every library at mirflow's tempo", "some library at mirflow's tempo",
+                   "libraries wrong elsewhere")
+
+
+def library_agreement_table(results: list[Result], subsets: dict[str, str], corpus: str) -> pd.DataFrame:
+    """Per stratum, mirflow default's wrong tempi (Accuracy1) by what the library recipes said on them.
+
+    ``a library right``: at least one recipe has the notated beat (the evidence a level decision could
+    have used); ``every library at mirflow's tempo``: all of them agree with mirflow's wrong tempo within
+    4 % (the audio's most salient pulse is another level than the notation's: three trackers, madmom's
+    network shared with mirflow's ensemble, hear it as mirflow does); ``some library``: some but not all of them do; ``elsewhere``:
+    none is right and none agrees. Empty without mirflow default and every recipe of :data:`LIBRARY_SYSTEMS`.
+    """
+    by_system = {r.system: r.per_track.set_index("path") for r in results if r.corpus == corpus}
+    if "mirflow default" not in by_system or not all(s in by_system for s in LIBRARY_SYSTEMS):
+        return pd.DataFrame()
+    ours = by_system["mirflow default"]
+    wrong = ours[ours["ref_tempo"].notna() & (ours["tempo_acc1"] < 1)]
+    rows = []
+    for path, row in wrong.iterrows():
+        libs = [by_system[s].loc[path] for s in LIBRARY_SYSTEMS]
+        agree = [pd.notna(lib["est_tempo"]) and pd.notna(row["est_tempo"])
+                 and abs(float(lib["est_tempo"]) / float(row["est_tempo"]) - 1.0) <= 0.04 for lib in libs]
+        kind = (AGREEMENT_KINDS[0] if any(lib["tempo_acc1"] == 1 for lib in libs) else
+                AGREEMENT_KINDS[1] if all(agree) else AGREEMENT_KINDS[2] if any(agree) else AGREEMENT_KINDS[3])
+        rows.append({"stratum": subsets.get(path, "?").split(": ", 1)[-1], "kind": kind})
+    df = pd.DataFrame(rows, columns=["stratum", "kind"])
+    table = []
+    for stratum, g in [*df.groupby("stratum", sort=True), ("all", df)]:
+        counts = g["kind"].value_counts()
+        table.append({"stratum": stratum, "wrong": len(g), **{k: int(counts.get(k, 0)) for k in AGREEMENT_KINDS}})
+    return pd.DataFrame(table)
+
+
 def ece_uncertainty(confidence: list[float], correct: list[float], *, n_boot: int = 2000,
                     seed: int = 0) -> dict[str, float]:
     """Sampling uncertainty of an ECE measured on few tracks.
@@ -1172,6 +1213,14 @@ stop 21 those 1.75 s per track were scored). Formats: {', '.join(f'{k} {v}' for 
     error_kinds_text = ""
     if kinds_corpus:
         key_kinds, tempo_kinds = error_kind_tables(results, subsets, kinds_corpus)
+        agreement = library_agreement_table(results, subsets, kinds_corpus)
+        agreement_text = "" if agreement.empty else f"""
+What the library recipes said where mirflow default's tempo is wrong (`library_agreement_table`):
+*a library right* is evidence a level decision could have used; *every library at mirflow's tempo* means
+{', '.join(LIBRARY_SYSTEMS)} (whose network mirflow's ensemble shares) hear the same level as mirflow, not the notated one.
+
+{markdown(agreement)}
+"""
         error_kinds_text = f"""
 ### What the wrong keys and tempi are ({kinds_corpus} corpus)
 
@@ -1184,7 +1233,7 @@ or `none` (`mirflow.evaluate.tempo_error_kind`).
 {markdown(key_kinds) if len(key_kinds) else "(no system gives keys)"}
 
 {markdown(tempo_kinds) if len(tempo_kinds) else "(no system gives tempi)"}
-"""
+{agreement_text}"""
     if fresh:
         where = f"; plotted in [`{fresh_plot.name}`]({fresh_plot.name})" if fresh_plot else ""
         fresh_reliability = (f"\nReliability on the fresh held-out corpus{where}:\n\n"
