@@ -67,12 +67,13 @@ from measure_cache import measure_cached  # noqa: E402
 
 from mirflow.evaluate import tempo_accuracy  # noqa: E402
 from mirflow.extractors import _octave as octave  # noqa: E402
+from mirflow.extractors.rhythm import RhythmExtractor  # noqa: E402
 
 #: The tuning corpus of ``benchmarks/accuracy.py``'s documented run, folders under OUT.
 TUNING = ("corpus-n48-seed0", "varied-n12-seed2", "varied-jigs-n24-seed5", "varied-reels-n24-seed7",
           "varied-pianos-n24-seed9")
-#: The rhythm extractor's default tempo range (RhythmParams).
-MIN_BPM, MAX_BPM = 55.0, 215.0
+#: The rhythm extractor's default tempo range.
+MIN_BPM, MAX_BPM = RhythmExtractor().params.min_bpm, RhythmExtractor().params.max_bpm
 #: Repeats of every 5-fold split (seeds 0 to REPEATS - 1); the refits keep the shipped model's ``C``.
 REPEATS = 5
 
@@ -97,18 +98,17 @@ def _cached(out: Path, cache_name: str, paths: Sequence[str], fn: Callable[[str]
 
 def measure_cues(path: str) -> dict:
     """Periodicity of five envelopes at half, two thirds, one and two times the tracked tempo (in a worker)."""
-    from mirflow.extractors._rhythm_backends import MADMOM_FPS, madmom_activations, madmom_track
+    from mirflow.extractors._rhythm_backends import MADMOM_FPS, madmom_activations
     from mirflow.extractors._rhythm_features import onset_features, tempo_salience
-    from mirflow.extractors.rhythm import RhythmExtractor, fitted_bpm
+    from mirflow.extractors.rhythm import RhythmExtractor
     from mirflow.frontend import Frontend
 
-    frontend, params = Frontend.from_file(path), RhythmExtractor().params
-    track = madmom_track(frontend, beats_per_bar=params.beats_per_bar, min_bpm=params.min_bpm,
-                         max_bpm=params.max_bpm)
-    tempo = fitted_bpm(track.beats) if track.beats.size >= 2 else None
-    if tempo is None:
+    frontend = Frontend.from_file(path)
+    sample = RhythmExtractor().octave_sample(frontend)  # the tracked tempo, as the ensemble tracks it
+    if sample is None:
         return {"path": path, "tempo": None}
-    feats, act = onset_features(frontend), madmom_activations(frontend)
+    tempo = sample.tempo_bpm
+    feats, act = onset_features(frontend), madmom_activations(frontend)  # cached on the frontend
     chroma = feats.chroma / np.maximum(feats.chroma.sum(axis=0, keepdims=True), 1e-9)
     harmonic = np.concatenate([[0.0], 0.5 * np.abs(np.diff(chroma, axis=1)).sum(axis=0)])
     bpms = np.array([tempo / 2.0, tempo * 2.0 / 3.0, tempo, tempo * 2.0])
@@ -191,12 +191,8 @@ class Tuning:
         return np.array(rows)
 
     def out_of_fold(self, x: np.ndarray, seed: int) -> np.ndarray:
-        from sklearn.model_selection import StratifiedKFold
-
-        p = np.zeros((self.y.size, len(octave.FACTORS)))
-        for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, self.y):
-            p[test] = octave._logistic(self.c).fit(x[train], self.y[train]).predict_proba(x[test])
-        return p
+        """Level probabilities of each track from models fitted without it: one stratified 5-fold split."""
+        return octave._out_of_fold(x, self.y, self.c, 5, 1, seed)[0]
 
     def right_levels(self, p: np.ndarray, *, switch_p: float = 0.5, keep_floor: float = 0.0,
                      score: set[str] | None = None) -> int:
