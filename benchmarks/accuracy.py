@@ -70,6 +70,7 @@ from machine import cpu_name  # noqa: E402
 
 from mirflow.evaluate import (  # noqa: E402
     TEMPO_ERROR_RATIOS,
+    TEMPO_TOLERANCE,
     Prediction,
     TruthRecord,
     catalog_predictions,
@@ -942,7 +943,7 @@ def library_agreement_table(results: list[Result], subsets: dict[str, str], corp
 
     ``a library right``: at least one recipe has the notated beat (the evidence a level decision could
     have used); ``every library at mirflow's tempo``: all of them agree with mirflow's wrong tempo within
-    4 % (the audio's most salient pulse is another level than the notation's: three trackers, madmom's
+    Accuracy1's tolerance (the audio's most salient pulse is another level than the notation's: three trackers, madmom's
     network shared with mirflow's ensemble, hear it as mirflow does); ``some library``: some but not all of them do; ``elsewhere``:
     none is right and none agrees. Empty without mirflow default and every recipe of :data:`LIBRARY_SYSTEMS`.
     """
@@ -955,7 +956,8 @@ def library_agreement_table(results: list[Result], subsets: dict[str, str], corp
     for path, row in wrong.iterrows():
         libs = [by_system[s].loc[path] for s in LIBRARY_SYSTEMS]
         agree = [pd.notna(lib["est_tempo"]) and pd.notna(row["est_tempo"])
-                 and abs(float(lib["est_tempo"]) / float(row["est_tempo"]) - 1.0) <= 0.04 for lib in libs]
+                 and abs(float(lib["est_tempo"]) / float(row["est_tempo"]) - 1.0) <= TEMPO_TOLERANCE
+                 for lib in libs]
         kind = (AGREEMENT_KINDS[0] if any(lib["tempo_acc1"] == 1 for lib in libs) else
                 AGREEMENT_KINDS[1] if all(agree) else AGREEMENT_KINDS[2] if any(agree) else AGREEMENT_KINDS[3])
         rows.append({"stratum": subsets.get(path, "?").split(": ", 1)[-1], "kind": kind})

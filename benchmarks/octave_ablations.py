@@ -65,7 +65,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from fit_octave import measure, octave_label  # noqa: E402
 from measure_cache import measure_cached  # noqa: E402
 
-from mirflow.evaluate import tempo_accuracy  # noqa: E402
+from mirflow.evaluate import TEMPO_TOLERANCE, tempo_accuracy, tempo_error_kind  # noqa: E402
 from mirflow.extractors import _octave as octave  # noqa: E402
 from mirflow.extractors.rhythm import RhythmExtractor  # noqa: E402
 
@@ -237,7 +237,7 @@ def candidate_ranker(tuning: Tuning, margins: Sequence[float] = (0.0, 1.0, 2.0))
                  if MIN_BPM <= s["tempo"] * f <= MAX_BPM or f == 1.0]
         for bpm, _ in hist[:3]:
             for m in (0.5, 1.0, 2.0):
-                if MIN_BPM <= bpm * m <= MAX_BPM and all(abs(bpm * m / c - 1.0) > 0.04 for c, _ in cands):
+                if MIN_BPM <= bpm * m <= MAX_BPM and all(abs(bpm * m / c - 1.0) > TEMPO_TOLERANCE for c, _ in cands):
                     cands.append((bpm * m, -1))
         kept_support = octave.madmom_support(hist, s["tempo"])
         feats = []
@@ -251,37 +251,34 @@ def candidate_ranker(tuning: Tuning, margins: Sequence[float] = (0.0, 1.0, 2.0))
         at_choice = next(k for k, (_, level) in enumerate(cands) if level == chosen)
         tracks.append((np.array(feats), np.array(right), at_choice, t.get("origin") or t["track_id"]))
     groups = np.array([g for *_, g in tracks])
-    out = {}
-    for margin in margins:
-        base = ranked = 0.0
-        for rep in range(REPEATS):
-            names = np.unique(groups)
-            order = dict(zip(np.random.default_rng(rep).permutation(names), range(names.size), strict=True))
-            for train, test in GroupKFold(5).split(groups, groups=[order[g] for g in groups]):
-                x = np.vstack([tracks[i][0] for i in train])
-                y = np.concatenate([tracks[i][1] for i in train]).astype(int)
-                ranker = octave._logistic(1.0).fit(x, y)
-                for i in test:
-                    feats, right, at_choice, _ = tracks[i]
-                    score = ranker.decision_function(feats)
-                    best = int(np.argmax(score))
-                    pick = best if score[best] - score[at_choice] >= margin and best != at_choice else at_choice
-                    base += right[at_choice]
-                    ranked += right[pick]
-        out[margin] = (base / REPEATS, ranked / REPEATS, float(len(tracks)))
-    return out
+    base = 0.0
+    ranked = dict.fromkeys(margins, 0.0)
+    names = np.unique(groups)
+    for rep in range(REPEATS):
+        order = dict(zip(np.random.default_rng(rep).permutation(names), range(names.size), strict=True))
+        for train, test in GroupKFold(5).split(groups, groups=[order[g] for g in groups]):
+            x = np.vstack([tracks[i][0] for i in train])
+            y = np.concatenate([tracks[i][1] for i in train]).astype(int)
+            ranker = octave._logistic(1.0).fit(x, y)
+            for i in test:
+                feats, right, at_choice, _ = tracks[i]
+                score = ranker.decision_function(feats)
+                best = int(np.argmax(score))
+                base += right[at_choice]
+                for margin in margins:
+                    ranked[margin] += right[best if score[best] - score[at_choice] >= margin else at_choice]
+    return {m: (base / REPEATS, ranked[m] / REPEATS, float(len(tracks))) for m in margins}
 
 
 def level_counts(samples: dict[str, dict], truth: dict[str, dict]) -> dict[str, Counter]:
-    """Per family, how many tracks each factor (of the levels and 3/4, 4/3, 3/2) would make right."""
-    factors = {"x1/2": 0.5, "x2/3": 2 / 3, "x1": 1.0, "x2": 2.0, "x4/3": 4 / 3, "x3/4": 0.75, "x3/2": 1.5}
+    """Per family, the tracked tempo's metrical level against the notated beat
+    (:func:`mirflow.evaluate.tempo_error_kind`: ``right``, ``x2``, ``x3/4``, ...)."""
     out: dict[str, Counter] = {}
     for p, t in truth.items():
         s = samples.get(p)
         if s is None or s["tempo"] is None:
             continue
-        label = next((k for k, f in factors.items() if tempo_accuracy(t["tempo_bpm"], s["tempo"] * f)[0]), "other")
-        out.setdefault(Path(p).stem.rstrip("0123456789"), Counter())[label] += 1
+        out.setdefault(Path(p).stem.rstrip("0123456789"), Counter())[tempo_error_kind(t["tempo_bpm"], s["tempo"])] += 1
     return out
 
 
@@ -315,16 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         for name in extra:
             counts = level_counts(samples, _paths(out, [name]))
-            print(f"  {name}, tracks per factor that makes the tracked tempo right: "
+            print(f"  {name}, tracked tempo against the notated beat: "
                   + "; ".join(f"{fam} {dict(cnt)}" for fam, cnt in counts.items()))
         both = Tuning(samples, {**truth, **more}, c)
         xb = both.terms()
-        original = set(truth)
-        print(f"  more-music: fitted with the {len(more)} extra tracks too: "
-              f"{np.mean([both.right_levels(both.out_of_fold(xb, s), score=original) for s in range(REPEATS)]):.1f} "
-              f"on the original tracks; "
-              f"{np.mean([both.right_levels(both.out_of_fold(xb, s), score=set(more)) for s in range(REPEATS)]):.1f} "
-              f"of {sum(1 for s, _, _ in both.fit if s['path'] in more)} extra tracks at a level")
+        runs = [both.out_of_fold(xb, seed) for seed in range(REPEATS)]
+        on_original = np.mean([both.right_levels(p, score=set(truth)) for p in runs])
+        on_extra = np.mean([both.right_levels(p, score=set(more)) for p in runs])
+        print(f"  more-music: fitted with the {len(more)} extra tracks too: {on_original:.1f} on the original tracks; "
+              f"{on_extra:.1f} of {sum(1 for s, _, _ in both.fit if s['path'] in more)} extra tracks at a level")
 
     for floor in (0.1, 0.2, 0.3, 0.4):
         print(f"  keep-floor {floor}: {tuning.mean_right(x, keep_floor=floor):.1f}")
@@ -345,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
 
         def votes(s: dict, tempi: list[dict[str, float]] = tempi) -> list[float]:
-            agree = [[float(abs(t.get(s["path"], np.nan) / (s["tempo"] * f * m) - 1.0) <= 0.04)
+            agree = [[float(abs(t.get(s["path"], np.nan) / (s["tempo"] * f * m) - 1.0) <= TEMPO_TOLERANCE)
                       for f in octave.FACTORS] for t in tempi for m in (1.0, 2.0, 0.5)]
             return [v for row in agree for v in row]
 
